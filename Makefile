@@ -1,0 +1,70 @@
+# Two commands for a fresh machine: `make run` and `make test`. Both set up the venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+# Offline-safe, project-local defaults (see docs/stack.md). Override any of them in the environment.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export DVC_NO_ANALYTICS ?= 1
+export ITERATIVE_DO_NOT_TRACK ?= 1
+export MPLBACKEND ?= Agg
+
+INPUT ?=
+OUTPUT ?=
+MODEL ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test lint format score flow mlflow-ui plots bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed ## create the venv and install the project (pinned by constraints.txt)
+
+run: setup ## run the whole pipeline (dvc repro) on the embedded defaults and print the results
+	dvc repro
+	fraud summary
+
+test: setup ## run the tests that CI runs
+	pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff (lint + format check) and mypy
+	ruff check .
+	ruff format --check .
+	mypy
+
+format: setup ## apply ruff's fixes and formatting
+	ruff check --fix .
+	ruff format .
+
+score: setup ## batch-score INPUT (CSV/Parquet) into OUTPUT with @champion (or MODEL=<version>)
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make score INPUT=path OUTPUT=path [MODEL=version]"; exit 2; }
+	fraud score --input "$(INPUT)" --output "$(OUTPUT)" $(if $(MODEL),--model-version $(MODEL),)
+
+flow: setup ## run the Prefect training flow on the DVC-versioned data (temporary Prefect server unless PREFECT_API_URL is set)
+	fraud flow
+
+mlflow-ui: setup ## open the MLflow UI on http://127.0.0.1:5000
+	mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
+
+plots: setup ## render the DVC plots to reports/plots/index.html (works offline)
+	fraud plots
+
+bench: setup ## run the pipeline benchmark and print its table
+	python benchmarks/pipeline_bench.py
+
+clean: ## remove generated data, models, reports and stores (keeps the venv)
+	rm -rf data/raw data/features models reports mlflow.db mlartifacts .prefect

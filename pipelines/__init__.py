@@ -1,0 +1,1 @@
+"""Pipeline steps as plain functions, the DVC stage CLI and the Prefect flows that compose them."""

@@ -1,0 +1,203 @@
+"""The pipeline's stages: each reads its inputs from the project layout, calls the step
+functions, and writes its outputs atomically. `dvc.yaml` runs them through the CLI; the Prefect
+flow runs the very same functions as tasks. No logic of its own lives in either orchestrator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fraud import schema
+from pipelines import artifacts
+from pipelines.build_features import build_features
+from pipelines.evaluate import evaluate_model, prequential_evaluation, write_plots, write_test_scores
+from pipelines.ingest import IngestResult, ingest
+from pipelines.model_card import render_model_card
+from pipelines.params import Params
+from pipelines.register import (
+    Decision,
+    Lineage,
+    RegistrationResult,
+    file_md5,
+    git_commit,
+    params_sha256,
+    register_model,
+)
+from pipelines.train import load_booster, save_model, train_model
+from pipelines.validate import ContractViolationError, ValidationReport, validate_transactions
+
+log = logging.getLogger("pipelines")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage reads and writes, relative to `root` (the project directory)."""
+
+    root: Path = Path(".")
+
+    def __truediv__(self, rel: str) -> Path:
+        return self.root / rel
+
+    @property
+    def raw(self) -> Path:
+        return self / "data/raw/transactions.parquet"
+
+    @property
+    def validation_report(self) -> Path:
+        return self / "reports/validation.json"
+
+    @property
+    def features(self) -> Path:
+        return self / "data/features/transactions.parquet"
+
+    @property
+    def model(self) -> Path:
+        return self / "models/model.ubj"
+
+    @property
+    def train_info(self) -> Path:
+        return self / "models/train_info.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self / "reports/metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self / "reports/plots"
+
+    @property
+    def test_scores(self) -> Path:
+        return self / "reports/test_scores.parquet"
+
+    @property
+    def prequential(self) -> Path:
+        return self / "reports/prequential.json"
+
+    @property
+    def registration(self) -> Path:
+        return self / "reports/registration.json"
+
+
+def stage_ingest(params: Params, layout: Layout) -> IngestResult:
+    return ingest(params.ingest.source, params.simulator, params.ingest.path, layout.raw)
+
+
+def stage_validate(params: Params, layout: Layout, raw: pd.DataFrame | None = None) -> ValidationReport:
+    """Check the raw data; raises ContractViolationError (the report is written either way,
+    beside the previous one, as `validation.failed.json`)."""
+    frame = raw if raw is not None else pd.read_parquet(layout.raw)
+    report = validate_transactions(frame, params.validate_.limits())
+    if not report.ok:
+        artifacts.write_json(report.as_dict(), layout.validation_report.with_suffix(".failed.json"))
+        raise ContractViolationError(report)
+    artifacts.write_json(report.as_dict(), layout.validation_report)
+    layout.validation_report.with_suffix(".failed.json").unlink(missing_ok=True)
+    return report
+
+
+def stage_features(params: Params, layout: Layout, raw_path: Path | None = None) -> list[str]:
+    res = build_features(raw_path or layout.raw, params.features, params.validate_.limits(), layout.features)
+    return res.features
+
+
+def stage_train(params: Params, layout: Layout) -> dict[str, Any]:
+    frame = pd.read_parquet(layout.features)
+    booster, result = train_model(
+        frame,
+        params.features.feature_names(),
+        params.split.split(),
+        params.split.validation_days,
+        params.train,
+        params.evaluate.cost.model(),
+    )
+    save_model(booster, result, layout.model, layout.train_info)
+    return result.as_dict()
+
+
+def stage_evaluate(params: Params, layout: Layout) -> dict[str, Any]:
+    frame = pd.read_parquet(layout.features)
+    info = artifacts.read_json(layout.train_info)
+    booster = load_booster(layout.model)
+    result = evaluate_model(
+        booster, frame, info["features"], params.split.split(), info["threshold"],
+        params.evaluate.top_k, params.evaluate.cost.model(),
+    )
+    write_plots(result, booster, layout.plots, info["threshold"])
+    write_test_scores(result, layout.test_scores)
+    metrics = {**result.metrics, "threshold": info["threshold"]}
+    artifacts.write_json(metrics, layout.metrics)
+    return metrics
+
+
+def stage_prequential(params: Params, layout: Layout) -> dict[str, Any]:
+    frame = pd.read_parquet(layout.features)
+    pq = params.evaluate.prequential
+    out = prequential_evaluation(
+        frame, params.features.feature_names(), pq.last_split(), pq.n_folds, params.train,
+        params.evaluate.top_k,
+    )
+    artifacts.write_json(out, layout.prequential)
+    return out
+
+
+def feature_history(frame: pd.DataFrame, lookback_days: int, delay_days: int) -> pd.DataFrame:
+    """The raw tail that seeds the online feature state, with only the labels already known
+    at its end (those older than the delay)."""
+    end = frame[schema.TX_DATETIME].max()
+    tail = frame[frame[schema.TX_DATETIME] > end - pd.Timedelta(days=lookback_days)]
+    cols = list(schema.RAW_COLUMNS) + [schema.TX_FRAUD]
+    out = tail[cols].copy()
+    young = out[schema.TX_DATETIME] > end - pd.Timedelta(days=delay_days)
+    out[schema.TX_FRAUD] = out[schema.TX_FRAUD].astype("float64").mask(young)
+    return out.reset_index(drop=True)
+
+
+def stage_register(params: Params, layout: Layout, params_path: Path | None = None) -> RegistrationResult:
+    frame = pd.read_parquet(layout.features)
+    info = artifacts.read_json(layout.train_info)
+    metrics = artifacts.read_json(layout.metrics)
+    prequential = artifacts.read_json(layout.prequential) if layout.prequential.exists() else None
+    scores = pd.read_parquet(layout.test_scores)
+    test = frame.set_index(schema.TRANSACTION_ID).loc[scores[schema.TRANSACTION_ID]].reset_index()
+    booster = load_booster(layout.model)
+    raw_dump = params.model_dump(mode="json", by_alias=True)
+    lineage = Lineage(
+        git_commit=git_commit(layout.root),
+        data_md5=file_md5(layout.raw),
+        params_sha256=params_sha256(raw_dump),
+    )
+    name = params.register_.model_name
+    top_k = params.evaluate.top_k
+
+    def card(decision: Decision, version: str) -> str:
+        return render_model_card(
+            model_name=name, version=version, decision=decision, train_info=info,
+            metrics=metrics, prequential=prequential, lineage=lineage, top_k=top_k,
+        )
+
+    plot_files = {p.stem: p for p in sorted(layout.plots.glob("*"))}
+    plot_files.update({"metrics": layout.metrics, "prequential": layout.prequential})
+    result = register_model(
+        booster=booster,
+        train_info=info,
+        metrics=metrics,
+        prequential=prequential,
+        test_features=test,
+        params=raw_dump,
+        gate=params.register_.gate,
+        model_name=name,
+        lineage=lineage,
+        artifacts=plot_files,
+        feature_history=feature_history(frame, params.features.lookback_days, params.features.delay_days),
+        model_card=card,
+    )
+    artifacts.write_json({**result.as_dict(), "registered_at": dt.datetime.now(dt.UTC).isoformat()},
+                         layout.registration)
+    return result
