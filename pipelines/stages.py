@@ -117,6 +117,7 @@ def stage_train(params: Params, layout: Layout) -> dict[str, Any]:
         params.train,
         params.evaluate.cost.model(),
     )
+    result.feature_config = params.features.model_dump(mode="json")
     save_model(booster, result, layout.model, layout.train_info)
     return result.as_dict()
 

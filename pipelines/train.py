@@ -119,6 +119,8 @@ class TrainResult:
     validation_ap: float
     train_seconds: float
     search_trials: list[dict[str, Any]] = field(default_factory=list)
+    #: The FeatureConfig the features were computed with (batch scoring and serving reuse it).
+    feature_config: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
