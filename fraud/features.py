@@ -201,9 +201,9 @@ def compute_features(df: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
         gap_hours = np.where(same_entity_prev, (key - prev_key) / 3600.0, np.nan)
         _scatter(out, "CUSTOMER_ID_HOURS_SINCE_PREV_TX", order, gap_hours)
 
-        pair = out[schema.CUSTOMER_ID].to_numpy().astype(np.int64) * np.int64(
-            2**31
-        ) + out[schema.TERMINAL_ID].to_numpy().astype(np.int64)
+        pair = out[schema.CUSTOMER_ID].to_numpy().astype(np.int64) * np.int64(2**31) + out[
+            schema.TERMINAL_ID
+        ].to_numpy().astype(np.int64)
         porder, pkey = _sorted_keys(pair, seconds)
         plo = np.searchsorted(pkey, pkey - h * DAY_SECONDS, side="right")
         _scatter(out, f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY", porder, (pos - plo).astype(float))
@@ -250,7 +250,7 @@ class Transaction:
 
 
 def _seconds(value: np.datetime64 | pd.Timestamp) -> int:
-    return int(np.datetime64(value, "s").astype(np.int64))
+    return int(pd.Timestamp(value).value // 1_000_000_000)  # floor to seconds, as offline
 
 
 class OnlineFeatureState:
@@ -342,7 +342,9 @@ class OnlineFeatureState:
             f[f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY"] = amount_ratio(amount, psum, len(prev))
             f[f"CUSTOMER_ID_AMOUNT_ZSCORE_{h}DAY"] = amount_zscore(amount, psum, psq, len(prev))
             last = self._cust_last.get(c)
-            f["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] = (t - last) / 3600.0 if last is not None else math.nan
+            f["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] = (
+                (t - last) / 3600.0 if last is not None else math.nan
+            )
             pq = self._pair.get((c, term), deque())
             f[f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY"] = float(sum(1 for s in pq if s > lo))
         tq = self._term.get(term, deque())

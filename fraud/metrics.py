@@ -52,7 +52,9 @@ def card_precision_at_k(
             "score": np.asarray(scores, dtype=np.float64),
         }
     )
-    per_card = df.groupby(["day", "card"], sort=True).agg(score=("score", "max"), fraud=("fraud", "max"))
+    per_card = df.groupby(["day", "card"], sort=True).agg(
+        score=("score", "max"), fraud=("fraud", "max")
+    )
     detected: set[int] = set()
     precisions = []
     for _, cards in per_card.groupby(level="day", sort=True):

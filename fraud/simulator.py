@@ -155,7 +155,9 @@ def _draw_genuine(cfg: SimulatorConfig, pop: Population, rng: np.random.Generato
     # Uniform choice among the terminals within the radius that are open on that day.
     pick = rng.random(cust.size)
     starts, lens = pop.available_offsets[cust], lengths[cust]
-    terminal = pop.available_terminals[starts + np.minimum((pick * lens).astype(np.int64), lens - 1)]
+    terminal = pop.available_terminals[
+        starts + np.minimum((pick * lens).astype(np.int64), lens - 1)
+    ]
     if cfg.new_terminals.count:
         closed = pop.terminal_open_day[terminal] > day
         # Re-draw among the always-open terminals of that customer (the first n_terminals ids).
@@ -175,16 +177,14 @@ def _draw_genuine(cfg: SimulatorConfig, pop: Population, rng: np.random.Generato
         )
 
     inside_day = (seconds > 0) & (seconds < SECONDS_PER_DAY)  # the handbook drops the rest
-    cust, day, seconds, amount, terminal = (
-        a[inside_day] for a in (cust, day, seconds, amount, terminal)
-    )
+    cust, day, seconds, terminal = (a[inside_day] for a in (cust, day, seconds, terminal))
+    amount = amount[inside_day]
     tx_seconds = day * SECONDS_PER_DAY + seconds
     order = np.lexsort((terminal, cust, tx_seconds))
     start = np.datetime64(cfg.start_date, "s")
     return pd.DataFrame(
         {
-            schema.TRANSACTION_ID: np.arange(order.size, dtype=np.int64)
-            + cfg.first_transaction_id,
+            schema.TRANSACTION_ID: np.arange(order.size, dtype=np.int64) + cfg.first_transaction_id,
             schema.TX_DATETIME: (start + tx_seconds[order].astype("timedelta64[s]")).astype(
                 "datetime64[ns]"
             ),
@@ -226,7 +226,9 @@ def _inject_frauds(
         s3 = sc.compromised_customers
         customers = tx[schema.CUSTOMER_ID].to_numpy()
         for start_day in range(cfg.n_days):
-            chosen = rng.choice(cfg.n_customers, size=min(s3.per_day, cfg.n_customers), replace=False)
+            chosen = rng.choice(
+                cfg.n_customers, size=min(s3.per_day, cfg.n_customers), replace=False
+            )
             lo, hi = day_bounds[start_day], day_bounds[min(start_day + s3.days, cfg.n_days)]
             candidates = lo + np.flatnonzero(np.isin(customers[lo:hi], chosen))
             k = int(len(candidates) * s3.fraction)

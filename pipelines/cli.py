@@ -111,7 +111,8 @@ def train(params: ParamsOpt = Path("params.yaml")) -> None:
     with console.status("training ..."):
         info = stage_train(_load(params), Layout())
     _done(
-        "train", t0,
+        "train",
+        t0,
         f"{info['rows_train']:,} rows ({info['frauds_train']} frauds), "
         f"threshold {info['threshold']:.4f}, validation AP {info['validation_ap']:.4f}",
     )
@@ -174,16 +175,25 @@ def summary(params: ParamsOpt = Path("params.yaml")) -> None:
     t.add_row("average precision", f"{m['average_precision']:.4f}", "0.687")
     t.add_row(f"card precision@{k}", f"{m[f'card_precision_at_{k}']:.4f}", "0.30")
     t.add_row("threshold (cost-optimal on validation)", f"{m['threshold']:.4f}", "")
-    t.add_row("precision / recall / F1 at threshold",
-              f"{m['at_threshold.precision']:.3f} / {m['at_threshold.recall']:.3f} / "
-              f"{m['at_threshold.f1']:.3f}", "")
-    t.add_row(f"expected cost ({m['cost_model']['missed_fraud']:g}/miss, "
-              f"{m['cost_model']['alert']:g}/alert)",
-              f"{m['at_threshold.expected_cost']:,.0f}", "")
+    t.add_row(
+        "precision / recall / F1 at threshold",
+        f"{m['at_threshold.precision']:.3f} / {m['at_threshold.recall']:.3f} / "
+        f"{m['at_threshold.f1']:.3f}",
+        "",
+    )
+    t.add_row(
+        f"expected cost ({m['cost_model']['missed_fraud']:g}/miss, "
+        f"{m['cost_model']['alert']:g}/alert)",
+        f"{m['at_threshold.expected_cost']:,.0f}",
+        "",
+    )
     if pq:
         s = pq["summary"]
-        t.add_row("prequential AP (4 x 7/7/7 days)",
-                  f"{s['average_precision']:.4f} ± {s['average_precision_std']:.4f}", "0.687")
+        t.add_row(
+            "prequential AP (4 x 7/7/7 days)",
+            f"{s['average_precision']:.4f} ± {s['average_precision_std']:.4f}",
+            "0.687",
+        )
         t.add_row(f"prequential CP@{k}", f"{s[f'card_precision_at_{k}']:.4f}", "0.30")
     console.print(t)
     console.print(
@@ -191,17 +201,25 @@ def summary(params: ParamsOpt = Path("params.yaml")) -> None:
         highlight=False,
     )
     console.print("Look at:")
-    console.print(f"  MLflow UI:   make mlflow-ui   (store: {reg['tracking_uri']})", highlight=False)
+    console.print(
+        f"  MLflow UI:   make mlflow-ui   (store: {reg['tracking_uri']})", highlight=False
+    )
     console.print(f"  pictures:    {layout.plots / 'evaluation.png'}", highlight=False)
     console.print("  DVC plots:   make plots  ->  reports/plots/index.html", highlight=False)
-    console.print("  experiments: dvc exp run -S train.max_depth=4 && dvc exp show", highlight=False)
+    console.print(
+        "  experiments: dvc exp run -S train.max_depth=4 && dvc exp show", highlight=False
+    )
 
 
 @app.command()
 @_domain_errors
 def score(
-    input: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet of raw transactions")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the scores (.csv or .parquet)")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="CSV or Parquet of raw transactions")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="where to write the scores (.csv or .parquet)")
+    ],
     model_version: Annotated[
         str | None, typer.Option("--model-version", help="registry version (default: @champion)")
     ] = None,
@@ -221,7 +239,9 @@ def score(
 @app.command()
 @_domain_errors
 def flow(
-    rev: Annotated[str | None, typer.Option("--rev", help="git revision of the DVC data (default: workspace)")] = None,
+    rev: Annotated[
+        str | None, typer.Option("--rev", help="git revision of the DVC data (default: workspace)")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Run the Prefect `training` flow (temporary local server unless PREFECT_API_URL is set)."""

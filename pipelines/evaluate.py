@@ -13,25 +13,25 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import xgboost as xgb  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
-from fraud import schema  # noqa: E402
-from fraud.metrics import (  # noqa: E402
+from fraud import schema
+from fraud.metrics import (
     CostModel,
     average_precision,
     card_precision_at_k,
     metrics_at_threshold,
     roc_auc,
 )
-from pipelines.artifacts import atomic_path, write_json, write_parquet  # noqa: E402
-from pipelines.params import TrainParams  # noqa: E402
-from pipelines.splits import TimeSplit, prequential_splits, train_test_frames  # noqa: E402
-from pipelines.train import fit_booster, predict  # noqa: E402
+from pipelines.artifacts import atomic_path, write_json, write_parquet
+from pipelines.params import TrainParams
+from pipelines.splits import TimeSplit, prequential_splits, train_test_frames
+from pipelines.train import fit_booster, predict
 
 #: The Fraud Detection Handbook's published test-set results (chapter 5, model selection,
 #: prequential protocol on its simulated data), for comparison in reports and model cards.
@@ -108,7 +108,7 @@ def write_plots(
     roc = _downsample(pd.DataFrame({"fpr": fpr, "tpr": tpr}))
     prob_true, prob_pred = calibration_curve(y, s, n_bins=10, strategy="quantile")
     calib = pd.DataFrame({"predicted": prob_pred, "observed": prob_true})
-    gain = booster.get_score(importance_type="total_gain")
+    gain = {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
     total = sum(gain.values()) or 1.0
     imp = (
         pd.DataFrame({"feature": list(gain), "importance": [v / total for v in gain.values()]})
@@ -116,7 +116,12 @@ def write_plots(
         .reset_index(drop=True)
     )
     paths = {}
-    for name, frame in (("pr_curve", pr), ("roc_curve", roc), ("calibration", calib), ("feature_importance", imp)):
+    for name, frame in (
+        ("pr_curve", pr),
+        ("roc_curve", roc),
+        ("calibration", calib),
+        ("feature_importance", imp),
+    ):
         paths[name] = out_dir / f"{name}.json"
         write_json(frame.to_dict(orient="records"), paths[name])
 
@@ -125,9 +130,20 @@ def write_plots(
     ax = axes[0, 0]
     ax.plot(pr["recall"], pr["precision"], lw=2)
     at = result.metrics
-    ax.scatter([at["at_threshold.recall"]], [at["at_threshold.precision"]], color="red", zorder=3,
-               label=f"threshold {threshold:.3f}")
-    ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall (AP {ap:.3f})", xlim=(0, 1), ylim=(0, 1.02))
+    ax.scatter(
+        [at["at_threshold.recall"]],
+        [at["at_threshold.precision"]],
+        color="red",
+        zorder=3,
+        label=f"threshold {threshold:.3f}",
+    )
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        title=f"Precision-recall (AP {ap:.3f})",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     ax.axhline(y.mean(), color="grey", ls=":", label=f"fraud rate {y.mean():.4f}")
     ax.legend(loc="lower left")
     ax = axes[0, 1]
@@ -138,7 +154,11 @@ def write_plots(
     ax.plot(calib["predicted"], calib["observed"], marker="o")
     lim = max(calib["predicted"].max(), calib["observed"].max(), 1e-3)
     ax.plot([0, lim], [0, lim], color="grey", ls=":")
-    ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title="Calibration (quantile bins)")
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed fraud rate",
+        title="Calibration (quantile bins)",
+    )
     ax = axes[1, 1]
     top = imp.head(15).iloc[::-1]
     ax.barh(top["feature"], top["importance"])
@@ -179,7 +199,7 @@ def prequential_evaluation(
     top_k: int,
 ) -> dict[str, Any]:
     """The handbook's prequential protocol: train/delay/test folds shifted back a week each."""
-    folds = []
+    folds: list[dict[str, Any]] = []
     for split in prequential_splits(last_split, n_folds):
         train, test = train_test_frames(features_frame, split)
         booster = fit_booster(train, feature_names, p)

@@ -53,7 +53,9 @@ def features(params: Params, layout: Layout) -> list[str]:
 @task(name="train XGBoost", cache_policy=NO_CACHE)
 def train(params: Params, layout: Layout) -> dict[str, Any]:
     info = stages.stage_train(params, layout)
-    get_run_logger().info("trained on %d rows, threshold %.4f", info["rows_train"], info["threshold"])
+    get_run_logger().info(
+        "trained on %d rows, threshold %.4f", info["rows_train"], info["threshold"]
+    )
     return info
 
 

@@ -63,7 +63,9 @@ def ingest(
     else:
         raise IngestError(f"ingest.source: expected 'simulator' or 'file', got {source!r}")
     write_parquet(df, output)
-    dt_col = df[schema.TX_DATETIME] if schema.TX_DATETIME in df.columns else pd.Series([], dtype=str)
+    dt_col = (
+        df[schema.TX_DATETIME] if schema.TX_DATETIME in df.columns else pd.Series([], dtype=str)
+    )
     frauds = None
     if schema.TX_FRAUD in df.columns:
         frauds = int(pd.to_numeric(df[schema.TX_FRAUD], errors="coerce").fillna(0).sum())

@@ -62,7 +62,10 @@ def git_commit(cwd: str | Path = ".") -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -102,11 +105,16 @@ def promotion_decision(
         if not (metrics.get(name, float("nan")) >= floor)
     ]
     if failed:
-        return Decision(False, "fails absolute floors: " + "; ".join(failed), failed,
-                        comparison.as_dict() if comparison else None)
+        return Decision(
+            False,
+            "fails absolute floors: " + "; ".join(failed),
+            failed,
+            comparison.as_dict() if comparison else None,
+        )
     if comparison is None:
-        return Decision(True, "no current champion; passes every floor "
-                        f"(AP {metrics['average_precision']:.4f})")
+        return Decision(
+            True, f"no current champion; passes every floor (AP {metrics['average_precision']:.4f})"
+        )
     c = comparison
     figures = (
         f"AP {c.candidate_ap:.4f} vs champion v{champion_version} {c.reference_ap:.4f}, "
@@ -208,7 +216,9 @@ def register_model(
     experiment_id = ensure_experiment()
     features: list[str] = train_info["features"]
     y = test_features[schema.TX_FRAUD].to_numpy()
-    candidate_scores = np.asarray(booster.inplace_predict(test_features[features].to_numpy(np.float32)))
+    candidate_scores = np.asarray(
+        booster.inplace_predict(test_features[features].to_numpy(np.float32))
+    )
 
     champion = load_champion(client, model_name)
     comparison = None
@@ -228,18 +238,23 @@ def register_model(
     scalar_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     decision = promotion_decision(scalar_metrics, gate, comparison, champion_version)
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{lineage.git_commit[:8]}") as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train-{lineage.git_commit[:8]}"
+    ) as run:
         flat = {k: v for k, v in _flatten(params).items()}
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
-        mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in scalar_metrics.items()
-                            if np.isfinite(v)})
+        mlflow.log_metrics(
+            {k.replace("@", "_at_"): v for k, v in scalar_metrics.items() if np.isfinite(v)}
+        )
         if prequential:
             mlflow.log_metrics({f"prequential.{k}": v for k, v in prequential["summary"].items()})
-        mlflow.set_tags({
-            registry.TAG_GIT_COMMIT: lineage.git_commit,
-            registry.TAG_DATA_HASH: lineage.data_md5,
-            registry.TAG_PARAMS_HASH: lineage.params_sha256,
-        })
+        mlflow.set_tags(
+            {
+                registry.TAG_GIT_COMMIT: lineage.git_commit,
+                registry.TAG_DATA_HASH: lineage.data_md5,
+                registry.TAG_PARAMS_HASH: lineage.params_sha256,
+            }
+        )
         example = test_features[features].head(5).astype("float32")
         signature = infer_signature(example, candidate_scores[:5])
         info = mlflow.xgboost.log_model(

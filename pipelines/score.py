@@ -138,8 +138,12 @@ def score_file(
     limits = ContractLimits(v.max_amount, v.min_datetime, v.max_datetime, require_labels=False)
     df = to_contract_frame(raw, limits)
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-        TimeElapsedColumn(), console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         out = score_frame_with_model(df, model, progress)
     with atomic_path(output_path) as tmp:
@@ -149,10 +153,24 @@ def score_file(
             out.to_parquet(tmp, index=False)
     metrics: dict[str, Any] | None = None
     if schema.TX_FRAUD in df.columns and df[schema.TX_FRAUD].nunique() == 2:
-        m = score_frame(df, out["score"].to_numpy(), model.threshold, params.evaluate.top_k,
-                        CostModel(params.evaluate.cost.missed_fraud, params.evaluate.cost.alert))
-        metrics = {k: v for k, v in m.items() if k in {
-            "roc_auc", "average_precision", f"card_precision_at_{params.evaluate.top_k}",
-            "at_threshold.precision", "at_threshold.recall", "at_threshold.f1",
-        }}
+        m = score_frame(
+            df,
+            out["score"].to_numpy(),
+            model.threshold,
+            params.evaluate.top_k,
+            CostModel(params.evaluate.cost.missed_fraud, params.evaluate.cost.alert),
+        )
+        metrics = {
+            k: v
+            for k, v in m.items()
+            if k
+            in {
+                "roc_auc",
+                "average_precision",
+                f"card_precision_at_{params.evaluate.top_k}",
+                "at_threshold.precision",
+                "at_threshold.recall",
+                "at_threshold.f1",
+            }
+        }
     return ScoreResult(rows=len(out), model=model.label, metrics=metrics)

@@ -80,7 +80,9 @@ def train_test_frames(
     return train, test
 
 
-def prequential_splits(last: TimeSplit, n_folds: int, step_days: int | None = None) -> list[TimeSplit]:
+def prequential_splits(
+    last: TimeSplit, n_folds: int, step_days: int | None = None
+) -> list[TimeSplit]:
     """`n_folds` splits ending with `last`, each shifted back by `step_days` (default test_days)."""
     step = step_days or last.test_days
     return [last.shifted(-step * i) for i in range(n_folds)]

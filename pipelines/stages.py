@@ -16,7 +16,12 @@ import pandas as pd
 from fraud import schema
 from pipelines import artifacts
 from pipelines.build_features import build_features
-from pipelines.evaluate import evaluate_model, prequential_evaluation, write_plots, write_test_scores
+from pipelines.evaluate import (
+    evaluate_model,
+    prequential_evaluation,
+    write_plots,
+    write_test_scores,
+)
 from pipelines.ingest import IngestResult, ingest
 from pipelines.model_card import render_model_card
 from pipelines.params import Params
@@ -89,7 +94,9 @@ def stage_ingest(params: Params, layout: Layout) -> IngestResult:
     return ingest(params.ingest.source, params.simulator, params.ingest.path, layout.raw)
 
 
-def stage_validate(params: Params, layout: Layout, raw: pd.DataFrame | None = None) -> ValidationReport:
+def stage_validate(
+    params: Params, layout: Layout, raw: pd.DataFrame | None = None
+) -> ValidationReport:
     """Check the raw data; raises ContractViolationError (the report is written either way,
     beside the previous one, as `validation.failed.json`)."""
     frame = raw if raw is not None else pd.read_parquet(layout.raw)
@@ -103,7 +110,9 @@ def stage_validate(params: Params, layout: Layout, raw: pd.DataFrame | None = No
 
 
 def stage_features(params: Params, layout: Layout, raw_path: Path | None = None) -> list[str]:
-    res = build_features(raw_path or layout.raw, params.features, params.validate_.limits(), layout.features)
+    res = build_features(
+        raw_path or layout.raw, params.features, params.validate_.limits(), layout.features
+    )
     return res.features
 
 
@@ -127,8 +136,13 @@ def stage_evaluate(params: Params, layout: Layout) -> dict[str, Any]:
     info = artifacts.read_json(layout.train_info)
     booster = load_booster(layout.model)
     result = evaluate_model(
-        booster, frame, info["features"], params.split.split(), info["threshold"],
-        params.evaluate.top_k, params.evaluate.cost.model(),
+        booster,
+        frame,
+        info["features"],
+        params.split.split(),
+        info["threshold"],
+        params.evaluate.top_k,
+        params.evaluate.cost.model(),
     )
     write_plots(result, booster, layout.plots, info["threshold"])
     write_test_scores(result, layout.test_scores)
@@ -141,7 +155,11 @@ def stage_prequential(params: Params, layout: Layout) -> dict[str, Any]:
     frame = pd.read_parquet(layout.features)
     pq = params.evaluate.prequential
     out = prequential_evaluation(
-        frame, params.features.feature_names(), pq.last_split(), pq.n_folds, params.train,
+        frame,
+        params.features.feature_names(),
+        pq.last_split(),
+        pq.n_folds,
+        params.train,
         params.evaluate.top_k,
     )
     artifacts.write_json(out, layout.prequential)
@@ -153,14 +171,16 @@ def feature_history(frame: pd.DataFrame, lookback_days: int, delay_days: int) ->
     at its end (those older than the delay)."""
     end = frame[schema.TX_DATETIME].max()
     tail = frame[frame[schema.TX_DATETIME] > end - pd.Timedelta(days=lookback_days)]
-    cols = list(schema.RAW_COLUMNS) + [schema.TX_FRAUD]
+    cols = [*list(schema.RAW_COLUMNS), schema.TX_FRAUD]
     out = tail[cols].copy()
     young = out[schema.TX_DATETIME] > end - pd.Timedelta(days=delay_days)
     out[schema.TX_FRAUD] = out[schema.TX_FRAUD].astype("float64").mask(young)
     return out.reset_index(drop=True)
 
 
-def stage_register(params: Params, layout: Layout, params_path: Path | None = None) -> RegistrationResult:
+def stage_register(
+    params: Params, layout: Layout, params_path: Path | None = None
+) -> RegistrationResult:
     frame = pd.read_parquet(layout.features)
     info = artifacts.read_json(layout.train_info)
     metrics = artifacts.read_json(layout.metrics)
@@ -179,8 +199,14 @@ def stage_register(params: Params, layout: Layout, params_path: Path | None = No
 
     def card(decision: Decision, version: str) -> str:
         return render_model_card(
-            model_name=name, version=version, decision=decision, train_info=info,
-            metrics=metrics, prequential=prequential, lineage=lineage, top_k=top_k,
+            model_name=name,
+            version=version,
+            decision=decision,
+            train_info=info,
+            metrics=metrics,
+            prequential=prequential,
+            lineage=lineage,
+            top_k=top_k,
         )
 
     plot_files = {p.stem: p for p in sorted(layout.plots.glob("*"))}
@@ -196,9 +222,13 @@ def stage_register(params: Params, layout: Layout, params_path: Path | None = No
         model_name=name,
         lineage=lineage,
         artifacts=plot_files,
-        feature_history=feature_history(frame, params.features.lookback_days, params.features.delay_days),
+        feature_history=feature_history(
+            frame, params.features.lookback_days, params.features.delay_days
+        ),
         model_card=card,
     )
-    artifacts.write_json({**result.as_dict(), "registered_at": dt.datetime.now(dt.UTC).isoformat()},
-                         layout.registration)
+    artifacts.write_json(
+        {**result.as_dict(), "registered_at": dt.datetime.now(dt.UTC).isoformat()},
+        layout.registration,
+    )
     return result

@@ -69,7 +69,9 @@ def predict(booster: xgb.Booster, frame: pd.DataFrame, features: list[str]) -> n
     """Fraud probabilities for the rows of `frame` (in-place predict, no DMatrix)."""
     if len(frame) == 0:
         return np.zeros(0)
-    return np.asarray(booster.inplace_predict(frame[features].to_numpy(np.float32)), dtype=np.float64)
+    return np.asarray(
+        booster.inplace_predict(frame[features].to_numpy(np.float32)), dtype=np.float64
+    )
 
 
 def _window(df: pd.DataFrame, start: dt.date, end: dt.date) -> pd.DataFrame:
@@ -166,7 +168,9 @@ def train_model(
     return booster, result
 
 
-def save_model(booster: xgb.Booster, result: TrainResult, model_path: Path, info_path: Path) -> None:
+def save_model(
+    booster: xgb.Booster, result: TrainResult, model_path: Path, info_path: Path
+) -> None:
     """Write the booster in XGBoost's native UBJSON format (never pickle) and its info JSON."""
     with atomic_path(model_path) as tmp:
         tmp.write_bytes(bytes(booster.save_raw(raw_format="ubj")))

@@ -66,7 +66,9 @@ class ContractViolationError(ValueError):
         )
 
 
-def _examples(df: pd.DataFrame, mask: np.ndarray | pd.Series, column: str) -> list[dict[str, object]]:
+def _examples(
+    df: pd.DataFrame, mask: np.ndarray | pd.Series, column: str
+) -> list[dict[str, object]]:
     idx = np.flatnonzero(np.asarray(mask))[:MAX_EXAMPLES]
     cols = [c for c in (schema.TRANSACTION_ID, column) if c in df.columns]
     out = []
@@ -161,7 +163,9 @@ def validate_transactions(raw: pd.DataFrame, limits: ContractLimits) -> Validati
             shown,
         )
 
-    frauds = int(df[schema.TX_FRAUD].sum()) if schema.TX_FRAUD in df.columns and not violations else None
+    frauds = (
+        int(df[schema.TX_FRAUD].sum()) if schema.TX_FRAUD in df.columns and not violations else None
+    )
     return ValidationReport(
         rows=len(df),
         violations=violations,

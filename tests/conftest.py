@@ -36,7 +36,9 @@ for _k, _v in OFFLINE_ENV.items():
 def _deep_merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for k, v in override.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -90,7 +92,9 @@ class PipelineRepo:
     env: dict[str, str]
     tracking_uri: str
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             list(args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -114,7 +118,9 @@ def make_pipeline_repo(dest: Path) -> PipelineRepo:
         elif src.exists():
             shutil.copy2(src, dest / name)
     (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
-    (dest / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/runs/\n/.prefect/\n/models/\n/reports/\n")
+    (dest / ".gitignore").write_text(
+        "/mlflow.db\n/mlartifacts/\n/runs/\n/.prefect/\n/models/\n/reports/\n"
+    )
     venv_bin = str(Path(sys.executable).parent)
     env = {
         **os.environ,

@@ -20,7 +20,9 @@ def test_batch_scores_equal_pipeline_test_scores_for_the_same_transactions(pipel
     expected = pd.read_parquet(pipeline_repo.path / "reports/test_scores.parquet")
     merged = expected.merge(scores, on="TRANSACTION_ID", suffixes=("_pipeline", "_batch"))
     assert len(merged) == len(expected)
-    assert merged["score_batch"].to_numpy() == pytest.approx(merged["score_pipeline"].to_numpy(), abs=1e-6)
+    assert merged["score_batch"].to_numpy() == pytest.approx(
+        merged["score_pipeline"].to_numpy(), abs=1e-6
+    )
 
 
 def test_batch_scoring_unlabelled_file_writes_csv_without_metrics(pipeline_repo, tmp_path):
@@ -28,10 +30,18 @@ def test_batch_scoring_unlabelled_file_writes_csv_without_metrics(pipeline_repo,
     src = tmp_path / "unlabelled.parquet"
     raw.drop(columns=["TX_FRAUD", "TX_FRAUD_SCENARIO"]).to_parquet(src)
     out = tmp_path / "scores.csv"
-    proc = pipeline_repo.run("fraud", "score", "-i", str(src), "-o", str(out), "--model-version", "1")
+    proc = pipeline_repo.run(
+        "fraud", "score", "-i", str(src), "-o", str(out), "--model-version", "1"
+    )
     assert "average_precision" not in proc.stdout
     scores = pd.read_csv(out)
-    assert list(scores.columns) == ["TRANSACTION_ID", "score", "is_alert", "threshold", "model_version"]
+    assert list(scores.columns) == [
+        "TRANSACTION_ID",
+        "score",
+        "is_alert",
+        "threshold",
+        "model_version",
+    ]
     assert (scores["model_version"] == 1).all()
 
 
@@ -52,7 +62,16 @@ def test_batch_scoring_with_unknown_model_version_fails_clearly(pipeline_repo, t
     raw = pd.read_parquet(pipeline_repo.path / "data/raw/transactions.parquet").head(10)
     src = tmp_path / "x.parquet"
     raw.to_parquet(src)
-    proc = pipeline_repo.run("fraud", "score", "-i", str(src), "-o", str(tmp_path / "o.csv"),
-                             "--model-version", "999", check=False)
+    proc = pipeline_repo.run(
+        "fraud",
+        "score",
+        "-i",
+        str(src),
+        "-o",
+        str(tmp_path / "o.csv"),
+        "--model-version",
+        "999",
+        check=False,
+    )
     assert proc.returncode == 1
     assert "version 999" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -42,15 +43,22 @@ def test_registered_run_has_model_card_metrics_and_feature_state(pipeline_repo, 
     paths = {a.path for a in client.list_artifacts(mv.run_id)}
     assert {"model_card.md", "evaluation", "feature_state", "model_info"} <= paths
     card = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model_card.md")
-    text = open(card).read()
+    text = Path(card).read_text()
     assert "average precision" in text and "handbook" in text.lower()
     assert "Alert when score >=" in text
 
 
 def test_metrics_and_plots_are_written_for_dvc(pipeline_repo):
     metrics = json.loads((pipeline_repo.path / "reports/metrics.json").read_text())
-    for key in ("roc_auc", "average_precision", "card_precision_at_100", "threshold",
-                "at_threshold.f1", "at_threshold.recall", "at_threshold.expected_cost"):
+    for key in (
+        "roc_auc",
+        "average_precision",
+        "card_precision_at_100",
+        "threshold",
+        "at_threshold.f1",
+        "at_threshold.recall",
+        "at_threshold.expected_cost",
+    ):
         assert key in metrics
     out = pipeline_repo.run("dvc", "metrics", "show", "--json").stdout
     assert "average_precision" in out
@@ -81,15 +89,27 @@ def test_dvc_push_and_pull_roundtrip_through_local_remote(pipeline_repo):
 def test_worse_experiment_is_registered_as_challenger_not_champion(pipeline_repo, client):
     """`dvc exp run -S` trains a deliberately weak model; the gate keeps the champion."""
     # --temp: the experiment runs in a copy and leaves the workspace's outputs as they were.
-    pipeline_repo.run("dvc", "exp", "run", "--temp", "-S", "train.n_estimators=2",
-                      "-S", "train.max_depth=1", "-n", "weak")
+    pipeline_repo.run(
+        "dvc",
+        "exp",
+        "run",
+        "--temp",
+        "-S",
+        "train.n_estimators=2",
+        "-S",
+        "train.max_depth=1",
+        "-n",
+        "weak",
+    )
     versions = client.search_model_versions("name='fraud-detector'")
     newest = max(versions, key=lambda v: int(v.version))
     assert newest.tags[registry.TAG_DECISION] == "challenger"
     reason = newest.tags[registry.TAG_REASON]
     assert "champion" in reason or "floor" in reason
     assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
-    assert str(client.get_model_version_by_alias("fraud-detector", "challenger").version) == str(newest.version)
+    assert str(client.get_model_version_by_alias("fraud-detector", "challenger").version) == str(
+        newest.version
+    )
     shown = pipeline_repo.run("dvc", "exp", "show", "--json").stdout
     assert "weak" in shown
     assert "up to date" in pipeline_repo.run("dvc", "status").stdout

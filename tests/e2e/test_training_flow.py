@@ -19,8 +19,12 @@ def flow_run(pipeline_repo):
 def test_training_flow_runs_without_a_prefect_server_configured(flow_run):
     text = flow_run.stdout + flow_run.stderr
     assert "Completed" in text
-    for task_name in ("fetch DVC data", "validate data contract", "train XGBoost",
-                      "register and gate in MLflow"):
+    for task_name in (
+        "fetch DVC data",
+        "validate data contract",
+        "train XGBoost",
+        "register and gate in MLflow",
+    ):
         assert task_name in text
 
 
