@@ -28,6 +28,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,16 @@ class FeatureConfig(BaseModel):
     #: Window of the customer's own history behind the amount ratio, z-score and
     #: customer-terminal novelty features (0 disables them: the handbook's 15 features).
     history_window_days: int = Field(30, ge=0)
+    #: Count the customer's previous transactions, within this many days, whose amount was more
+    #: than `high_amount_ratio` times their own history's mean (0 disables; needs the history).
+    high_amount_window_days: int = Field(14, ge=0)
+    high_amount_ratio: float = Field(3.0, gt=0)
+    #: Smallest standard deviation of a customer's amounts used by the z-score (currency units).
+    zscore_min_std: float = Field(1.0, gt=0)
+    #: Terminal fraud recency over (t - delay - w, t - delay]: number of known frauds and the age
+    #: in days of the first and last of them (0 disables). Compromises last weeks: the age tells
+    #: the model when one is probably over.
+    terminal_fraud_window_days: int = Field(28, ge=0)
 
     @field_validator("customer_windows_days", "terminal_windows_days")
     @classmethod
@@ -75,16 +86,38 @@ class FeatureConfig(BaseModel):
                 "CUSTOMER_ID_HOURS_SINCE_PREV_TX",
                 f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY",
             ]
+            if self.high_amount_window_days:
+                names.append(f"CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_{self.high_amount_window_days}DAY")
+        if self.terminal_fraud_window_days:
+            w = self.terminal_fraud_window_days
+            names += [
+                f"TERMINAL_ID_NB_FRAUD_{w}DAY_WINDOW",
+                f"TERMINAL_ID_FIRST_FRAUD_AGE_{w}DAY_WINDOW",
+                f"TERMINAL_ID_LAST_FRAUD_AGE_{w}DAY_WINDOW",
+            ]
         return names
 
     @property
     def lookback_days(self) -> int:
         """How much history the features of a transaction need."""
-        return max(
-            max(self.customer_windows_days, default=0),
-            self.delay_days + max(self.terminal_windows_days, default=0),
-            self.history_window_days,
+        return max(self.customer_keep_days, self.terminal_keep_days)
+
+    @property
+    def customer_keep_days(self) -> int:
+        """Days of a customer's history that any customer feature reads."""
+        high = self.high_amount_window_days if self.history_window_days else 0
+        return max(max(self.customer_windows_days, default=0), self.history_window_days, high)
+
+    @property
+    def terminal_keep_days(self) -> int:
+        """Days of a terminal's history that any terminal feature reads (delay included)."""
+        return self.delay_days + max(
+            max(self.terminal_windows_days, default=0), self.terminal_fraud_window_days
         )
+
+    @property
+    def high_amount_feature(self) -> bool:
+        return bool(self.history_window_days and self.high_amount_window_days)
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,14 +147,19 @@ def amount_ratio(amount: float, prev_sum: float, prev_count: int) -> float:
     return amount / mean if mean > 0 else math.nan
 
 
-def amount_zscore(amount: float, prev_sum: float, prev_sumsq: float, prev_count: int) -> float:
-    """(amount - mean) / std of previous amounts; NaN with fewer than two previous amounts."""
+def amount_zscore(
+    amount: float, prev_sum: float, prev_sumsq: float, prev_count: int, min_std: float
+) -> float:
+    """(amount - mean) / max(std, min_std) of previous amounts; NaN with fewer than two.
+
+    The floor keeps the score finite for customers who always pay the same amount, and keeps the
+    result stable where E[x^2] - mean^2 loses its digits to cancellation.
+    """
     if prev_count < 2:
         return math.nan
     mean = prev_sum / prev_count
     var = max(prev_sumsq / prev_count - mean * mean, 0.0)
-    std = math.sqrt(var)
-    return (amount - mean) / std if std > 0 else math.nan
+    return (amount - mean) / max(math.sqrt(var), min_std)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,10 +227,21 @@ def compute_features(df: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
             mean = prev_sum / prev_count
             ratio = np.where((prev_count > 0) & (mean > 0), a_sorted / mean, np.nan)
             var = np.maximum(prev_sq / prev_count - mean * mean, 0.0)
-            std = np.sqrt(var)
-            z = np.where((prev_count >= 2) & (std > 0), (a_sorted - mean) / std, np.nan)
+            std = np.maximum(np.sqrt(var), cfg.zscore_min_std)
+            z = np.where(prev_count >= 2, (a_sorted - mean) / std, np.nan)
         _scatter(out, f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY", order, ratio)
         _scatter(out, f"CUSTOMER_ID_AMOUNT_ZSCORE_{h}DAY", order, z)
+        if cfg.high_amount_feature:
+            hw = cfg.high_amount_window_days
+            with np.errstate(invalid="ignore"):
+                high_prefix = _prefix((ratio > cfg.high_amount_ratio).astype(np.float64))
+            hlo = np.searchsorted(key, key - hw * DAY_SECONDS, side="right")
+            _scatter(
+                out,
+                f"CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_{hw}DAY",
+                order,
+                _window_diff(high_prefix, hlo, pos),
+            )
         same_entity_prev = np.zeros(n, dtype=bool)
         same_entity_prev[1:] = (key[1:] >> 32) == (key[:-1] >> 32)
         prev_key = np.empty(n, dtype=np.int64)
@@ -225,6 +274,35 @@ def compute_features(df: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
             risk = np.where(count > 0, frauds / count, 0.0)
         _scatter(out, f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW", order, count)
         _scatter(out, f"TERMINAL_ID_RISK_{w}DAY_WINDOW", order, risk)
+    if cfg.terminal_fraud_window_days:
+        w = cfg.terminal_fraud_window_days
+        lo = np.searchsorted(key, key - delay - w * DAY_SECONDS, side="right")
+        _scatter(
+            out, f"TERMINAL_ID_NB_FRAUD_{w}DAY_WINDOW", order, _window_diff(fraud_prefix, lo, hi)
+        )
+        # Index of the first fraud at or after i, and of the last fraud at or before i.
+        is_fraud = fraud == 1
+        next_fraud = np.minimum.accumulate(np.where(is_fraud, pos, n)[::-1])[::-1]
+        prev_fraud = np.maximum.accumulate(np.where(is_fraud, pos, -1))
+        has = hi > lo
+        first = np.where(has, next_fraud[np.minimum(lo, n - 1)], n)
+        first_ok = has & (first < hi)
+        last = np.where(has, prev_fraud[np.maximum(hi - 1, 0)], -1)
+        last_ok = first_ok & (last >= lo)
+        first_age = (key - key[np.minimum(first, n - 1)]) / DAY_SECONDS
+        last_age = (key - key[np.maximum(last, 0)]) / DAY_SECONDS
+        _scatter(
+            out,
+            f"TERMINAL_ID_FIRST_FRAUD_AGE_{w}DAY_WINDOW",
+            order,
+            np.where(first_ok, first_age, np.nan),
+        )
+        _scatter(
+            out,
+            f"TERMINAL_ID_LAST_FRAUD_AGE_{w}DAY_WINDOW",
+            order,
+            np.where(last_ok, last_age, np.nan),
+        )
     return out
 
 
@@ -264,25 +342,40 @@ class OnlineFeatureState:
 
     def __init__(self, cfg: FeatureConfig) -> None:
         self.cfg = cfg
-        self._cust: dict[int, deque[tuple[int, float]]] = {}
+        # customer -> (seconds, amount, was a high amount for that customer)
+        self._cust: dict[int, deque[tuple[int, float, bool]]] = {}
         self._cust_last: dict[int, int] = {}
         self._pair: dict[tuple[int, int], deque[int]] = {}
         self._term: dict[int, deque[tuple[int, int]]] = {}
         self._labels: dict[int, int] = {}
-        self._cust_keep = max(max(cfg.customer_windows_days, default=0), cfg.history_window_days)
-        self._term_keep = cfg.delay_days + max(cfg.terminal_windows_days, default=0)
+        self._cust_keep = cfg.customer_keep_days
+        self._term_keep = cfg.terminal_keep_days
 
     # -- state updates --------------------------------------------------------------------
     def add_label(self, transaction_id: int, is_fraud: bool) -> None:
         """Record a (late) fraud label."""
         self._labels[int(transaction_id)] = int(bool(is_fraud))
 
-    def observe(self, tx: Transaction) -> None:
+    def _previous_amounts(self, c: int, t: int) -> list[float]:
+        """The customer's amounts in (t - history, t), before the current transaction."""
+        lo = t - self.cfg.history_window_days * DAY_SECONDS
+        return [a for (s, a, _) in self._cust.get(c, ()) if s > lo]
+
+    def _is_high(self, amount: float, prev: list[float]) -> bool:
+        ratio = amount_ratio(amount, math.fsum(prev), len(prev))
+        return bool(ratio > self.cfg.high_amount_ratio)  # NaN (no history) is not high
+
+    def observe(self, tx: Transaction, *, high: bool | None = None) -> None:
         """Record a transaction without computing its features (seeding from history)."""
         t = _seconds(tx.tx_datetime)
         c, term = int(tx.customer_id), int(tx.terminal_id)
+        amount = float(tx.amount)
+        if high is None:
+            high = self.cfg.high_amount_feature and self._is_high(
+                amount, self._previous_amounts(c, t)
+            )
         cq = self._cust.setdefault(c, deque())
-        cq.append((t, float(tx.amount)))
+        cq.append((t, amount, high))
         _evict(cq, t - self._cust_keep * DAY_SECONDS)
         self._cust_last[c] = t
         if self.cfg.history_window_days:
@@ -328,25 +421,36 @@ class OnlineFeatureState:
             "TX_DURING_NIGHT": night_flag(ts.hour, cfg.night_end_hour),
         }
         cq = self._cust.get(c, deque())
+        high = False
         for w in cfg.customer_windows_days:
             lo = t - w * DAY_SECONDS
-            amounts = [a for (s, a) in cq if s > lo] + [amount]
+            amounts = [a for (s, a, _) in cq if s > lo] + [amount]
             f[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = float(len(amounts))
             f[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = math.fsum(amounts) / len(amounts)
         if cfg.history_window_days:
             h = cfg.history_window_days
             lo = t - h * DAY_SECONDS
-            prev = [a for (s, a) in cq if s > lo]
+            prev = self._previous_amounts(c, t)
             # Same summation as offline: exact sums rounded once (fsum), then float64 algebra.
             psum, psq = math.fsum(prev), math.fsum(a * a for a in prev)
-            f[f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY"] = amount_ratio(amount, psum, len(prev))
-            f[f"CUSTOMER_ID_AMOUNT_ZSCORE_{h}DAY"] = amount_zscore(amount, psum, psq, len(prev))
+            ratio = amount_ratio(amount, psum, len(prev))
+            f[f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY"] = ratio
+            f[f"CUSTOMER_ID_AMOUNT_ZSCORE_{h}DAY"] = amount_zscore(
+                amount, psum, psq, len(prev), cfg.zscore_min_std
+            )
             last = self._cust_last.get(c)
             f["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] = (
                 (t - last) / 3600.0 if last is not None else math.nan
             )
             pq = self._pair.get((c, term), deque())
             f[f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY"] = float(sum(1 for s in pq if s > lo))
+            if cfg.high_amount_feature:
+                hw = cfg.high_amount_window_days
+                hlo = t - hw * DAY_SECONDS
+                f[f"CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_{hw}DAY"] = float(
+                    sum(1 for (s, _, was_high) in cq if s > hlo and was_high)
+                )
+                high = bool(ratio > cfg.high_amount_ratio)
         tq = self._term.get(term, deque())
         hi = t - cfg.delay_days * DAY_SECONDS
         for w in cfg.terminal_windows_days:
@@ -355,8 +459,19 @@ class OnlineFeatureState:
             frauds = sum(self._labels.get(i, 0) for i in ids)
             f[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = float(len(ids))
             f[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = safe_ratio(frauds, len(ids))
+        if cfg.terminal_fraud_window_days:
+            w = cfg.terminal_fraud_window_days
+            lo = hi - w * DAY_SECONDS
+            fraud_times = [s for (s, i) in tq if lo < s <= hi and self._labels.get(i, 0) == 1]
+            f[f"TERMINAL_ID_NB_FRAUD_{w}DAY_WINDOW"] = float(len(fraud_times))
+            f[f"TERMINAL_ID_FIRST_FRAUD_AGE_{w}DAY_WINDOW"] = (
+                (t - fraud_times[0]) / DAY_SECONDS if fraud_times else math.nan
+            )
+            f[f"TERMINAL_ID_LAST_FRAUD_AGE_{w}DAY_WINDOW"] = (
+                (t - fraud_times[-1]) / DAY_SECONDS if fraud_times else math.nan
+            )
         if update:
-            self.observe(tx)
+            self.observe(tx, high=high)
         return f
 
     def vector(self, features: Mapping[str, float], names: Iterable[str]) -> np.ndarray:
@@ -364,6 +479,6 @@ class OnlineFeatureState:
         return np.fromiter((features[n] for n in names), dtype=np.float32)
 
 
-def _evict(q: deque[tuple[int, float]] | deque[tuple[int, int]], older_or_equal: int) -> None:
+def _evict(q: deque[Any], older_or_equal: int) -> None:
     while q and q[0][0] <= older_or_equal:
         q.popleft()

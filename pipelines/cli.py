@@ -34,8 +34,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False)
-err = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 110)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -167,13 +167,13 @@ def summary(params: ParamsOpt = Path("params.yaml")) -> None:
         raise typer.Exit(1) from None
     pq = json.loads(layout.prequential.read_text()) if layout.prequential.exists() else None
     k = _load(params).evaluate.top_k
-    t = Table(title=f"Test window {m['window']['test']} (train {m['window']['train']})")
+    t = Table(title=f"Test window {m['window']['test']} (trained on {m['window']['train']})")
     t.add_column("metric")
     t.add_column("this model", justify="right")
     t.add_column("handbook XGBoost", justify="right")
-    t.add_row("ROC AUC", f"{m['roc_auc']:.4f}", "0.87")
-    t.add_row("average precision", f"{m['average_precision']:.4f}", "0.687")
-    t.add_row(f"card precision@{k}", f"{m[f'card_precision_at_{k}']:.4f}", "0.30")
+    t.add_row("ROC AUC", f"{m['roc_auc']:.4f}", "")
+    t.add_row("average precision", f"{m['average_precision']:.4f}", "")
+    t.add_row(f"card precision@{k}", f"{m[f'card_precision_at_{k}']:.4f}", "")
     t.add_row("threshold (cost-optimal on validation)", f"{m['threshold']:.4f}", "")
     t.add_row(
         "precision / recall / F1 at threshold",
@@ -189,12 +189,15 @@ def summary(params: ParamsOpt = Path("params.yaml")) -> None:
     )
     if pq:
         s = pq["summary"]
+        n = len(pq["folds"])
+        t.add_section()
         t.add_row(
-            "prequential AP (4 x 7/7/7 days)",
+            f"handbook protocol ({n} folds, 7-day training): AP",
             f"{s['average_precision']:.4f} ± {s['average_precision_std']:.4f}",
             "0.687",
         )
-        t.add_row(f"prequential CP@{k}", f"{s[f'card_precision_at_{k}']:.4f}", "0.30")
+        t.add_row("  ROC AUC", f"{s['roc_auc']:.4f}", "0.87")
+        t.add_row(f"  card precision@{k}", f"{s[f'card_precision_at_{k}']:.4f}", "0.30")
     console.print(t)
     console.print(
         f"[bold]{reg['model_name']} v{reg['version']} -> @{reg['alias']}[/]: {reg['reason']}",

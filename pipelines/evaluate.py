@@ -106,7 +106,7 @@ def write_plots(
     pr = _downsample(pd.DataFrame({"recall": recall[::-1], "precision": precision[::-1]}))
     fpr, tpr, _ = roc_curve(y, s)
     roc = _downsample(pd.DataFrame({"fpr": fpr, "tpr": tpr}))
-    prob_true, prob_pred = calibration_curve(y, s, n_bins=10, strategy="quantile")
+    prob_true, prob_pred = calibration_curve(y, s, n_bins=10, strategy="uniform")
     calib = pd.DataFrame({"predicted": prob_pred, "observed": prob_true})
     gain = {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
     total = sum(gain.values()) or 1.0
@@ -157,7 +157,7 @@ def write_plots(
     ax.set(
         xlabel="mean predicted probability",
         ylabel="observed fraud rate",
-        title="Calibration (quantile bins)",
+        title="Calibration (10 equal-width bins)",
     )
     ax = axes[1, 1]
     top = imp.head(15).iloc[::-1]
