@@ -51,7 +51,8 @@ class FeatureConfig(BaseModel):
     #: A transaction at or before this hour (0-23) is a night transaction (handbook: 6).
     night_end_hour: int = Field(6, ge=0, le=23)
     #: Window of the customer's own history behind the amount ratio, z-score and
-    #: customer-terminal novelty features (0 disables them: the handbook's 15 features).
+    #: customer-terminal novelty features (0 disables them; with terminal_fraud_window_days 0
+    #: too, the features are the handbook's 15).
     history_window_days: int = Field(30, ge=0)
     #: Count the customer's previous transactions, within this many days, whose amount was more
     #: than `high_amount_ratio` times their own history's mean (0 disables; needs the history).
@@ -208,25 +209,34 @@ def compute_features(df: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
     order, key = _sorted_keys(out[schema.CUSTOMER_ID].to_numpy(), seconds)
     pos = np.arange(n)
     a_sorted = amount[order]
-    amount_prefix = _prefix(a_sorted)
-    sq_prefix = _prefix(a_sorted * a_sorted)
+    # Sums over a window are differences of prefix sums. Centring each amount on its customer's
+    # mean keeps the running totals small, so a window's sum (and the variance, which cancels
+    # digits) does not depend on the rounding of every other customer's totals. The shift is
+    # exact algebra: it is added back below.
+    codes_sorted = key >> 32
+    centre = np.bincount(codes_sorted, weights=a_sorted) / np.maximum(np.bincount(codes_sorted), 1)
+    m_row = centre[codes_sorted]
+    c_sorted = a_sorted - m_row
+    amount_prefix = _prefix(c_sorted)
+    sq_prefix = _prefix(c_sorted * c_sorted)
     for w in cfg.customer_windows_days:
         lo = np.searchsorted(key, key - w * DAY_SECONDS, side="right")
         count = (pos + 1 - lo).astype(np.float64)
-        total = _window_diff(amount_prefix, lo, pos + 1)
+        mean_w = m_row + _window_diff(amount_prefix, lo, pos + 1) / count
         _scatter(out, f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW", order, count)
-        _scatter(out, f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW", order, total / count)
+        _scatter(out, f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW", order, mean_w)
 
     if cfg.history_window_days:
         h = cfg.history_window_days
         lo = np.searchsorted(key, key - h * DAY_SECONDS, side="right")
         prev_count = pos - lo  # previous transactions only
-        prev_sum = _window_diff(amount_prefix, lo, pos)
-        prev_sq = _window_diff(sq_prefix, lo, pos)
+        prev_sum_c = _window_diff(amount_prefix, lo, pos)
+        prev_sq_c = _window_diff(sq_prefix, lo, pos)
         with np.errstate(divide="ignore", invalid="ignore"):
-            mean = prev_sum / prev_count
+            mean_c = prev_sum_c / prev_count
+            mean = m_row + mean_c
             ratio = np.where((prev_count > 0) & (mean > 0), a_sorted / mean, np.nan)
-            var = np.maximum(prev_sq / prev_count - mean * mean, 0.0)
+            var = np.maximum(prev_sq_c / prev_count - mean_c * mean_c, 0.0)
             std = np.maximum(np.sqrt(var), cfg.zscore_min_std)
             z = np.where(prev_count >= 2, (a_sorted - mean) / std, np.nan)
         _scatter(out, f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY", order, ratio)
@@ -265,7 +275,9 @@ def compute_features(df: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
         fraud = np.zeros(n)
     fraud_prefix = _prefix(fraud)
     delay = cfg.delay_days * DAY_SECONDS
-    hi = np.searchsorted(key, key - delay, side="right") if delay else pos + 1
+    # Labels older than the delay; never the transaction itself (with delay 0, the same second's
+    # later rows are excluded too, as online, where they have not arrived yet).
+    hi = np.minimum(np.searchsorted(key, key - delay, side="right"), pos)
     for w in cfg.terminal_windows_days:
         lo = np.searchsorted(key, key - delay - w * DAY_SECONDS, side="right")
         count = (hi - lo).astype(np.float64)

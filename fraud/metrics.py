@@ -119,6 +119,8 @@ def cost_optimal_threshold(y_true: np.ndarray, scores: np.ndarray, cost: CostMod
     """
     y = np.asarray(y_true).astype(np.int64)
     s = np.asarray(scores, dtype=np.float64)
+    if len(s) == 0:
+        return float(np.nextafter(1.0, np.inf))  # nothing to alert on: above every probability
     order = np.argsort(-s, kind="stable")
     s_sorted, y_sorted = s[order], y[order]
     tp = np.cumsum(y_sorted)
@@ -128,7 +130,7 @@ def cost_optimal_threshold(y_true: np.ndarray, scores: np.ndarray, cost: CostMod
     costs = np.where(last_of_tie, costs, np.inf)
     best = int(np.argmin(costs))
     no_alert_cost = cost.missed_fraud * y.sum()
-    if len(s) == 0 or no_alert_cost <= costs[best]:
+    if no_alert_cost <= costs[best]:
         return float(np.nextafter(s.max(initial=1.0), np.inf))
     return float(s_sorted[best])
 

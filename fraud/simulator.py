@@ -160,7 +160,8 @@ def _draw_genuine(cfg: SimulatorConfig, pop: Population, rng: np.random.Generato
     ]
     if cfg.new_terminals.count:
         closed = pop.terminal_open_day[terminal] > day
-        # Re-draw among the always-open terminals of that customer (the first n_terminals ids).
+        # Re-draw among the customer's reachable terminals (up to 8 times); transactions still
+        # at a terminal that is not open yet are dropped.
         for _ in range(8):
             if not closed.any():
                 break

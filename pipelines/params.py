@@ -67,6 +67,8 @@ class TrainParams(_Strict):
     subsample: float = Field(1.0, gt=0, le=1)
     colsample_bytree: float = Field(1.0, gt=0, le=1)
     imbalance: Literal["none", "scale_pos_weight"] = "none"
+    #: Features whose increase may never lower the score (XGBoost monotone constraints).
+    monotone_increasing: list[str] = []
     nthread: int = Field(2, ge=1)
     seed: int = 0
     search: SearchParams = SearchParams()

@@ -61,8 +61,14 @@ def fit_booster(frame: pd.DataFrame, features: list[str], p: TrainParams) -> xgb
         raise TrainingError("the training window has no transactions: check split.train_start")
     if y.sum() == 0 or y.sum() == len(y):
         raise TrainingError("the training window needs both frauds and genuine transactions")
+    unknown = [f for f in p.monotone_increasing if f not in features]
+    if unknown:
+        raise TrainingError(f"train.monotone_increasing: {unknown} are not model features")
+    params = xgb_params(p, y)
+    if p.monotone_increasing:
+        params["monotone_constraints"] = {f: 1 for f in p.monotone_increasing}
     dtrain = xgb.DMatrix(frame[features].to_numpy(np.float32), label=y, feature_names=features)
-    return xgb.train(xgb_params(p, y), dtrain, num_boost_round=p.n_estimators)
+    return xgb.train(params, dtrain, num_boost_round=p.n_estimators)
 
 
 def predict(booster: xgb.Booster, frame: pd.DataFrame, features: list[str]) -> np.ndarray:

@@ -16,6 +16,7 @@ from fraud import schema
 from fraud.schema import ContractLimits
 
 MAX_EXAMPLES = 5
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ def validate_transactions(raw: pd.DataFrame, limits: ContractLimits) -> Validati
         present = v.notna()
         check(col, "must be a whole number", present & ~schema.is_integral(v.fillna(0)), shown)
         check(col, "must not be negative", present & (v < 0), shown)
+        # Compare as float: 2**63 - 1 rounds up to 2**63 in float64.
+        check(col, f"must be at most {INT64_MAX} (int64)", present & (v >= 2.0**63), shown)
 
     amount = df[schema.TX_AMOUNT]
     present = amount.notna()
@@ -158,8 +161,8 @@ def validate_transactions(raw: pd.DataFrame, limits: ContractLimits) -> Validati
         s = df[schema.TX_FRAUD_SCENARIO]
         check(
             schema.TX_FRAUD_SCENARIO,
-            "must be a whole number >= 0 where given",
-            s.notna() & ~(schema.is_integral(s.fillna(0)) & (s >= 0)),
+            "must be a whole number from 0 to 127 where given",
+            s.notna() & ~(schema.is_integral(s.fillna(0)) & (s >= 0) & (s <= 127)),
             shown,
         )
 
