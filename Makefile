@@ -17,11 +17,13 @@ export ITERATIVE_DO_NOT_TRACK ?= 1
 export MPLBACKEND ?= Agg
 
 INPUT ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
 OUTPUT ?=
 MODEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint format score flow mlflow-ui plots bench clean
+.PHONY: help setup run test lint format score serve flow mlflow-ui plots bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +56,9 @@ score: setup ## batch-score INPUT (CSV/Parquet) into OUTPUT with @champion (or M
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make score INPUT=path OUTPUT=path [MODEL=version]"; exit 2; }
 	fraud score --input "$(INPUT)" --output "$(OUTPUT)" $(if $(MODEL),--model-version $(MODEL),)
 
+serve: setup ## start the prediction API on http://$(HOST):$(PORT) (docs at /docs) with @champion
+	python -m serving --host $(HOST) --port $(PORT)
+
 flow: setup ## run the Prefect training flow on the DVC-versioned data (temporary Prefect server unless PREFECT_API_URL is set)
 	fraud flow
 
@@ -67,4 +72,4 @@ bench: setup ## run the pipeline benchmark and print its table
 	python benchmarks/pipeline_bench.py
 
 clean: ## remove generated data, models, reports and stores (keeps the venv)
-	rm -rf data/raw data/features models reports mlflow.db mlartifacts .prefect
+	rm -rf data/raw data/features models reports mlflow.db mlartifacts .prefect runs .cache/serving

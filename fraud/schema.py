@@ -7,6 +7,7 @@ Labelled data adds TX_FRAUD and, where known, TX_FRAUD_SCENARIO.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,3 +93,49 @@ def is_integral(series: pd.Series) -> pd.Series:
     """True where a numeric value is a whole number (so an id column can be int64)."""
     values = series.to_numpy(dtype="float64", na_value=np.nan)
     return pd.Series(np.isfinite(values) & (np.floor(values) == values), index=series.index)
+
+
+# --------------------------------------------------------------------------------------------
+# The same contract for one transaction arriving online (the API's request model).
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: E402
+
+_LIMITS = ContractLimits()
+
+
+class TransactionRecord(BaseModel):
+    """One raw transaction, as a payment system sends it. Unknown fields are rejected."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    TRANSACTION_ID: 1_788_430,
+                    TX_DATETIME: "2018-10-01T08:15:00",
+                    CUSTOMER_ID: 4961,
+                    TERMINAL_ID: 3412,
+                    TX_AMOUNT: 57.16,
+                }
+            ]
+        },
+    )
+
+    TRANSACTION_ID: int = Field(ge=0, le=2**63 - 1, description="unique id of the transaction")
+    TX_DATETIME: dt.datetime = Field(description="ISO 8601; a time zone is converted to UTC")
+    CUSTOMER_ID: int = Field(ge=0, le=2**63 - 1, description="the card")
+    TERMINAL_ID: int = Field(ge=0, le=2**63 - 1, description="the terminal")
+    TX_AMOUNT: float = Field(
+        ge=0, le=_LIMITS.max_amount, allow_inf_nan=False, description="amount, >= 0"
+    )
+
+    @field_validator("TX_DATETIME")
+    @classmethod
+    def _utc_naive(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.UTC).replace(tzinfo=None)
+        lo = dt.datetime.fromisoformat(_LIMITS.min_datetime)
+        hi = dt.datetime.fromisoformat(_LIMITS.max_datetime)
+        if not lo <= v < hi:
+            raise ValueError(f"must lie between {lo.date()} and {hi.date()}")
+        return v

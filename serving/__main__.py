@@ -1,0 +1,34 @@
+"""`python -m serving`: run the API with uvicorn (host/port from FRAUD_HOST/FRAUD_PORT)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving", description="Run the fraud prediction API."
+    )
+    parser.add_argument("--host", default=os.environ.get("FRAUD_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("FRAUD_PORT", "8000")))
+    parser.add_argument("--log-level", default=os.environ.get("FRAUD_LOG_LEVEL", "warning"))
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # One worker: the online feature state lives in the process (several replicas need a shared
+    # state backend; see docs/serving.md).
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+"""The FastAPI application: `create_app()`; run it with `python -m serving` (uvicorn).
+
+Scoring path per transaction: validate the raw request (the data contract), compute its
+features from the online state with the training definitions (`fraud.features`), score with the
+native booster's `inplace_predict` (no pandas), log the prediction, update the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import numpy as np
+import xgboost as xgb
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+from fraud.features import DAY_SECONDS, OnlineFeatureState, Transaction
+from fraud.schema import TransactionRecord
+from serving.model_store import ModelUnavailableError, ServingModel, load_serving_model
+from serving.prediction_log import PredictionLog
+from serving.settings import ServingSettings
+
+log = logging.getLogger("serving")
+
+
+# ------------------------------------------------------------------------------------------
+# Response and request models
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float | None
+    contribution: float
+
+
+class Prediction(BaseModel):
+    TRANSACTION_ID: int
+    fraud_probability: float
+    is_fraud: bool = Field(description="decision at the model's threshold")
+    threshold: float
+    model_name: str
+    model_version: str
+    model_alias: str | None
+    contributions: list[Contribution] | None = Field(
+        None, description="top per-feature contributions (log-odds), with ?explain=true"
+    )
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    transactions: list[TransactionRecord] = Field(min_length=1)
+
+
+class BatchResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"TRANSACTION_ID": 1_788_430, "is_fraud": True}]},
+    )
+    TRANSACTION_ID: int = Field(ge=0, le=2**63 - 1)
+    is_fraud: bool
+    known_at: dt.datetime | None = Field(
+        None, description="when the label became known (default: now)"
+    )
+
+
+class FeedbackResponse(BaseModel):
+    TRANSACTION_ID: int
+    recorded: bool
+    seen_by_this_service: bool
+
+
+# ------------------------------------------------------------------------------------------
+# Runtime state
+
+
+class Runtime:
+    """What the service holds: the model, the online feature state, the log, the metrics."""
+
+    def __init__(self, settings: ServingSettings) -> None:
+        self.settings = settings
+        self.model: ServingModel | None = None
+        self.state: OnlineFeatureState | None = None
+        self.recent_ids: OrderedDict[int, int] = OrderedDict()  # id -> seconds, for duplicates
+        self.log = PredictionLog(settings.prediction_log)
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fraud_api_requests",
+            "HTTP requests",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fraud_api_request_seconds",
+            "request latency",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.scores = Histogram(
+            "fraud_api_score",
+            "fraud probabilities served",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.95, 1.0),
+        )
+        self.model_info = Gauge(
+            "fraud_api_model_version",
+            "serving model version (1 = serving)",
+            ["name", "version", "source"],
+            registry=self.registry,
+        )
+
+    def install(self, model: ServingModel) -> None:
+        """Swap in a model; keep the live feature state when the feature definitions match."""
+        if (
+            self.state is None
+            or self.model is None
+            or self.model.feature_config != model.feature_config
+        ):
+            state = OnlineFeatureState(model.feature_config)
+            state.seed(model.history)
+            self.state = state
+        old = self.model
+        self.model = model
+        if old is not None:
+            self.model_info.remove(old.name, old.version, old.source)
+        self.model_info.labels(model.name, model.version, model.source).set(1)
+
+    def require_model(self) -> tuple[ServingModel, OnlineFeatureState]:
+        if self.model is None or self.state is None:
+            raise HTTPException(
+                503, detail="no model loaded: register one (make run) or check the registry"
+            )
+        return self.model, self.state
+
+
+def _tx(r: TransactionRecord) -> Transaction:
+    return Transaction(r.TRANSACTION_ID, r.TX_DATETIME, r.CUSTOMER_ID, r.TERMINAL_ID, r.TX_AMOUNT)
+
+
+def _contributions(
+    model: ServingModel, row: np.ndarray, values: dict[str, float], k: int
+) -> list[Contribution]:
+    contrib = model.booster.predict(
+        xgb.DMatrix(row.reshape(1, -1), feature_names=model.features), pred_contribs=True
+    )[0][:-1]
+    top = np.argsort(-np.abs(contrib))[:k]
+    out = []
+    for i in top:
+        v = values[model.features[i]]
+        out.append(
+            Contribution(
+                feature=model.features[i],
+                value=None if math.isnan(v) else v,
+                contribution=float(contrib[i]),
+            )
+        )
+    return out
+
+
+def score_transactions(
+    rt: Runtime, records: list[TransactionRecord], explain: bool
+) -> list[Prediction]:
+    """Features, scores, log and state update for a list of transactions (in order)."""
+    model, state = rt.require_model()
+    seen = rt.recent_ids
+    ids = [r.TRANSACTION_ID for r in records]
+    dup = [i for i in ids if i in seen]
+    if dup or len(set(ids)) != len(ids):
+        raise HTTPException(
+            409,
+            detail={
+                "error": "duplicate TRANSACTION_ID",
+                "ids": sorted(set(dup))[:20] or "repeated within the request",
+            },
+        )
+    feats = [state.features(_tx(r)) for r in records]
+    x = np.array([[f[n] for n in model.features] for f in feats], dtype=np.float32)
+    scores = np.asarray(model.booster.inplace_predict(x), dtype=np.float64).reshape(-1)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
+    rows = []
+    preds = []
+    for r, f, s, xi in zip(records, feats, scores, x, strict=True):
+        alert = bool(s >= model.threshold)
+        rows.append(
+            (
+                r.TRANSACTION_ID,
+                r.TX_DATETIME.isoformat(),
+                r.CUSTOMER_ID,
+                r.TERMINAL_ID,
+                r.TX_AMOUNT,
+                f,
+                float(s),
+                int(alert),
+                model.threshold,
+                model.name,
+                model.version,
+                now,
+            )
+        )
+        preds.append(
+            Prediction(
+                TRANSACTION_ID=r.TRANSACTION_ID,
+                fraud_probability=float(s),
+                is_fraud=alert,
+                threshold=model.threshold,
+                model_name=model.name,
+                model_version=model.version,
+                model_alias=model.alias,
+                contributions=_contributions(model, xi, f, rt.settings.top_contributions)
+                if explain
+                else None,
+            )
+        )
+        rt.scores.observe(float(s))
+        t = int(r.TX_DATETIME.timestamp())
+        seen[r.TRANSACTION_ID] = t
+    rt.log.log_predictions(rows)
+    horizon = max(seen.values(), default=0) - model.feature_config.lookback_days * DAY_SECONDS
+    while seen and next(iter(seen.values())) < horizon:
+        seen.popitem(last=False)
+    return preds
+
+
+# ------------------------------------------------------------------------------------------
+# The app
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    settings = settings or ServingSettings()
+    rt = Runtime(settings)
+
+    def load() -> None:
+        try:
+            rt.install(
+                load_serving_model(
+                    settings.model_name,
+                    settings.model_alias,
+                    settings.model_version,
+                    settings.model_cache_dir,
+                )
+            )
+            assert rt.model is not None
+            log.warning("serving %s v%s from %s", rt.model.name, rt.model.version, rt.model.source)
+        except ModelUnavailableError as e:
+            log.error("no model to serve: %s", e)
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(settings.reload_poll_seconds)
+            try:
+                await reload_if_changed()
+            except Exception as e:
+                log.warning("alias poll failed: %s", e)
+
+    async def reload_if_changed() -> dict[str, Any]:
+        new = await asyncio.to_thread(
+            load_serving_model,
+            settings.model_name,
+            settings.model_alias,
+            settings.model_version,
+            settings.model_cache_dir,
+        )
+        before = rt.model.version if rt.model else None
+        if before != new.version or rt.model is None:
+            rt.install(new)
+        return {"previous_version": before, "version": new.version, "source": new.source}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(load)
+        task = asyncio.create_task(poll()) if settings.reload_poll_seconds > 0 else None
+        yield
+        if task:
+            task.cancel()
+        rt.log.close()
+
+    app = FastAPI(
+        title="Fraud detection API",
+        version="0.1.0",
+        description="Scores raw card transactions with the MLflow `@champion` model, computing the "
+        "customer and terminal features online with the same definitions as training.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+
+    @app.middleware("http")
+    async def metrics_and_limits(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse(
+                {"detail": f"body larger than {settings.max_body_bytes} bytes"}, status_code=413
+            )
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        rt.requests.labels(endpoint, request.method, str(response.status_code)).inc()
+        rt.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+    @app.post("/predict", response_model=Prediction, response_model_exclude_none=True)
+    async def predict(
+        tx: TransactionRecord, explain: Annotated[bool, Query()] = False
+    ) -> Prediction:
+        """Score one raw transaction."""
+        return score_transactions(rt, [tx], explain or settings.contributions_by_default)[0]
+
+    @app.post("/predict/batch", response_model=BatchResponse, response_model_exclude_none=True)
+    async def predict_batch(
+        batch: BatchRequest, explain: Annotated[bool, Query()] = False
+    ) -> BatchResponse:
+        """Score up to FRAUD_MAX_BATCH transactions (default 1000), in the order given."""
+        if len(batch.transactions) > settings.max_batch:
+            raise HTTPException(
+                413,
+                detail=f"at most {settings.max_batch} transactions per batch, "
+                f"got {len(batch.transactions)}",
+            )
+        return BatchResponse(predictions=score_transactions(rt, batch.transactions, explain))
+
+    @app.post("/feedback", response_model=FeedbackResponse)
+    async def feedback(fb: Feedback) -> FeedbackResponse:
+        """Record a late fraud label; terminal risk uses it once older than the delay."""
+        _, state = rt.require_model()
+        state.add_label(fb.TRANSACTION_ID, fb.is_fraud)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        known = (
+            fb.known_at.astimezone(dt.UTC).replace(tzinfo=None)
+            if fb.known_at and fb.known_at.tzinfo
+            else (fb.known_at or now)
+        )
+        rt.log.log_feedback(
+            [(fb.TRANSACTION_ID, int(fb.is_fraud), known.isoformat(), now.isoformat())]
+        )
+        return FeedbackResponse(
+            TRANSACTION_ID=fb.TRANSACTION_ID,
+            recorded=True,
+            seen_by_this_service=fb.TRANSACTION_ID in rt.recent_ids,
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready(response: Response) -> dict[str, Any]:
+        """Readiness: a model and its feature state are loaded."""
+        if rt.model is None or rt.state is None:
+            response.status_code = 503
+            return {"ready": False, "reason": "no model loaded"}
+        return {"ready": True, "model_version": rt.model.version, "source": rt.model.source}
+
+    @app.get("/model")
+    async def model_info() -> dict[str, Any]:
+        """The serving model's lineage: version, alias, run, commit, data hash, metrics, reason."""
+        model, _ = rt.require_model()
+        return {
+            "name": model.name,
+            "version": model.version,
+            "alias": model.alias,
+            "run_id": model.run_id,
+            "source": model.source,
+            "threshold": model.threshold,
+            "features": model.features,
+            **model.lineage,
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(rt.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        if not token:
+            raise HTTPException(403, detail="admin endpoints are disabled: set FRAUD_ADMIN_TOKEN")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, detail="missing or wrong bearer token")
+
+    @app.post("/admin/reload", dependencies=[Depends(require_admin)])
+    async def admin_reload() -> dict[str, Any]:
+        """Reload the model from the registry alias without dropping requests."""
+        try:
+            return await reload_if_changed()
+        except ModelUnavailableError as e:
+            raise HTTPException(503, detail=str(e)) from e
+
+    return app

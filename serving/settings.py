@@ -1,0 +1,41 @@
+"""Runtime settings of the API, from environment variables (prefix `FRAUD_`), with embedded
+defaults so that `make serve` works with nothing set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fraud import registry
+
+
+class ServingSettings(BaseSettings):
+    """Every knob of the service; `FRAUD_<NAME>` sets it (e.g. `FRAUD_MODEL_ALIAS=challenger`).
+
+    The MLflow store is MLflow's own `MLFLOW_TRACKING_URI` (default: ./mlflow.db).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore")
+
+    model_name: str = registry.DEFAULT_MODEL_NAME
+    model_alias: str = registry.ALIAS_CHAMPION
+    #: Serve this registry version instead of the alias.
+    model_version: str | None = None
+    #: Where the last loaded model is cached, for start-up when the registry is unreachable.
+    model_cache_dir: Path = Path(".cache/serving/model")
+    #: Append-only SQLite prediction log (WAL mode).
+    prediction_log: Path = Path(".cache/serving/predictions.sqlite")
+    #: Largest number of transactions in one /predict/batch call.
+    max_batch: int = Field(1000, ge=1, le=100_000)
+    #: Largest request body, bytes.
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    #: Token for /admin endpoints; without one they refuse every call.
+    admin_token: SecretStr | None = None
+    #: Seconds between polls of the registry alias (0: no background poll).
+    reload_poll_seconds: float = Field(0.0, ge=0)
+    #: Return per-feature contributions on every /predict (else only with ?explain=true).
+    contributions_by_default: bool = False
+    #: Number of top feature contributions returned.
+    top_contributions: int = Field(5, ge=1, le=50)
