@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import time
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 
@@ -42,3 +46,56 @@ def test_flow_registers_an_equal_model_as_challenger(pipeline_repo, flow_run):
     assert mv.tags[registry.TAG_DECISION] == "challenger"
     assert "does not beat the champion" in mv.tags[registry.TAG_REASON]
     assert str(client.get_model_version_by_alias("fraud-detector", "champion").version) == "1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_training_flow_run_is_recorded_on_a_prefect_server_when_api_url_is_set(
+    pipeline_repo, tmp_path
+):
+    port = _free_port()
+    env = {**pipeline_repo.env, "PREFECT_HOME": str(tmp_path / "prefect-server")}
+    server = subprocess.Popen(
+        ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("prefect server did not start within 180 s")
+        proc = subprocess.run(
+            ["fraud", "flow"],
+            cwd=pipeline_repo.path,
+            env={**env, "PREFECT_API_URL": api},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+        tasks = httpx.post(f"{api}/task_runs/filter", json={}, timeout=10).json()
+        assert {"train XGBoost", "register and gate in MLflow"} <= {
+            t["name"].rsplit("-", 1)[0] for t in tasks
+        }
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
