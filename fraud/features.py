@@ -106,7 +106,13 @@ class FeatureConfig(BaseModel):
     @property
     def customer_keep_days(self) -> int:
         """Days of a customer's history that any customer feature reads."""
-        high = self.high_amount_window_days if self.history_window_days else 0
+        # The high-amount count looks back `high_amount_window_days` at transactions whose own
+        # ratio needed `history_window_days` before them.
+        high = (
+            self.high_amount_window_days + self.history_window_days
+            if self.high_amount_feature
+            else 0
+        )
         return max(max(self.customer_windows_days, default=0), self.history_window_days, high)
 
     @property

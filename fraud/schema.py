@@ -132,10 +132,18 @@ class TransactionRecord(BaseModel):
     @field_validator("TX_DATETIME")
     @classmethod
     def _utc_naive(cls, v: dt.datetime) -> dt.datetime:
-        if v.tzinfo is not None:
+        return utc_naive_in_range(v)
+
+
+def utc_naive_in_range(v: dt.datetime, limits: ContractLimits = _LIMITS) -> dt.datetime:
+    """A datetime in UTC without tzinfo, within the contract's range (ValueError otherwise)."""
+    lo = dt.datetime.fromisoformat(limits.min_datetime)
+    hi = dt.datetime.fromisoformat(limits.max_datetime)
+    if v.tzinfo is not None:
+        try:
             v = v.astimezone(dt.UTC).replace(tzinfo=None)
-        lo = dt.datetime.fromisoformat(_LIMITS.min_datetime)
-        hi = dt.datetime.fromisoformat(_LIMITS.max_datetime)
-        if not lo <= v < hi:
-            raise ValueError(f"must lie between {lo.date()} and {hi.date()}")
-        return v
+        except OverflowError:
+            raise ValueError(f"must lie between {lo.date()} and {hi.date()}") from None
+    if not lo <= v < hi:
+        raise ValueError(f"must lie between {lo.date()} and {hi.date()}")
+    return v

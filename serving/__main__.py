@@ -18,6 +18,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Fail over to the cached model in about a second when the registry is down, instead of
+    # MLflow's default 7 retries with backoff (minutes, during which /health would not answer).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     # One worker: the online feature state lives in the process (several replicas need a shared
     # state backend; see docs/serving.md).
     uvicorn.run(

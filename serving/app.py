@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import numpy as np
 import xgboost as xgb
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,10 +31,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraud.features import DAY_SECONDS, OnlineFeatureState, Transaction
-from fraud.schema import TransactionRecord
+from fraud.schema import TransactionRecord, utc_naive_in_range
 from serving.model_store import ModelUnavailableError, ServingModel, load_serving_model
 from serving.prediction_log import PredictionLog
 from serving.settings import ServingSettings
@@ -83,6 +85,11 @@ class Feedback(BaseModel):
     known_at: dt.datetime | None = Field(
         None, description="when the label became known (default: now)"
     )
+
+    @field_validator("known_at")
+    @classmethod
+    def _known_at_utc(cls, v: dt.datetime | None) -> dt.datetime | None:
+        return None if v is None else utc_naive_in_range(v)
 
 
 class FeedbackResponse(BaseModel):
@@ -243,6 +250,63 @@ def score_transactions(
     return preds
 
 
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+class BodyLimit:
+    """Refuse bodies above `max_bytes` with 413, whether they declare a Content-Length or are
+    chunked (counted as they stream in, never buffered beyond the limit)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse(
+            {"detail": f"body larger than {self.max_bytes} bytes"}, status_code=413
+        )
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await too_large(scope, receive, send)
+            return
+        received = 0
+        refused = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Answer 413 now; the app sees the body end here, and what it answers
+                    # to that truncated body is dropped by `guarded_send`.
+                    refused = True
+                    await too_large(scope, receive, send)
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
 # ------------------------------------------------------------------------------------------
 # The app
 
@@ -305,6 +369,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     )
     app.state.runtime = rt
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with field-level details; inputs that JSON cannot carry (NaN, inf) become text."""
+        return JSONResponse(status_code=422, content={"detail": _json_safe(exc.errors())})
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
     @app.middleware("http")
     async def metrics_and_limits(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -340,7 +411,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 detail=f"at most {settings.max_batch} transactions per batch, "
                 f"got {len(batch.transactions)}",
             )
-        return BatchResponse(predictions=score_transactions(rt, batch.transactions, explain))
+        return BatchResponse(
+            predictions=score_transactions(
+                rt, batch.transactions, explain or settings.contributions_by_default
+            )
+        )
 
     @app.post("/feedback", response_model=FeedbackResponse)
     async def feedback(fb: Feedback) -> FeedbackResponse:
@@ -391,7 +466,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         }
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(rt.registry), media_type=CONTENT_TYPE_LATEST)
 
