@@ -345,8 +345,18 @@ def test_window_sizes_are_sorted_deduplicated_and_positive() -> None:
 
 
 def test_lookback_covers_the_delay_plus_the_longest_terminal_window() -> None:
-    assert FeatureConfig().lookback_days == 37
-    assert FeatureConfig(delay_days=0, history_window_days=60).lookback_days == 60
+    no_high = FeatureConfig(high_amount_window_days=0)
+    assert no_high.lookback_days == 7 + 30  # delay + the longest terminal window
+    assert (
+        FeatureConfig(delay_days=0, history_window_days=60, high_amount_window_days=0).lookback_days
+        == 60
+    )
+
+
+def test_lookback_covers_the_history_behind_the_high_amount_count() -> None:
+    """A transaction 14 days back needed its own 30 days of history to be flagged high."""
+    assert FeatureConfig().lookback_days == 14 + 30
+    assert FeatureConfig(history_window_days=0).lookback_days == 7 + 30
 
 
 def _customer_after(
