@@ -13,7 +13,6 @@ model has not seen, then on the whole train window with the same settings.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,6 @@ class TrainResult:
     frauds_train: int
     rows_validation: int
     validation_ap: float
-    train_seconds: float
     search_trials: list[dict[str, Any]] = field(default_factory=list)
     #: The FeatureConfig the features were computed with (batch scoring and serving reuse it).
     feature_config: dict[str, Any] = field(default_factory=dict)
@@ -143,7 +141,6 @@ def train_model(
     cost: CostModel,
 ) -> tuple[xgb.Booster, TrainResult]:
     """Train on the split's train window; choose the threshold on its last `validation_days`."""
-    t0 = time.perf_counter()
     if validation_days >= split.train_days:
         raise TrainingError("split.validation_days must be smaller than split.train_days")
     train = _window(features_frame, split.train_start, split.train_end)
@@ -168,7 +165,6 @@ def train_model(
         frauds_train=int(train[schema.TX_FRAUD].sum()),
         rows_validation=len(valid),
         validation_ap=average_precision(y_valid, valid_scores) if y_valid.any() else float("nan"),
-        train_seconds=time.perf_counter() - t0,
         search_trials=trials,
     )
     return booster, result
