@@ -13,18 +13,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud import schema
 
 
 def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
     """Area under the precision-recall curve (step-wise, as scikit-learn computes it)."""
+    from sklearn.metrics import average_precision_score  # imported when used: it is slow to load
+
     return float(average_precision_score(y_true, scores))
 
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve; NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
     if len(np.unique(y_true)) < 2:
         return float("nan")
     return float(roc_auc_score(y_true, scores))

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.spatial import cKDTree
 
 from fraud import schema
 
@@ -114,6 +113,8 @@ class Population:
 
 def generate_population(cfg: SimulatorConfig, rng: np.random.Generator) -> Population:
     """Draw customer and terminal profiles and each customer's reachable terminals."""
+    from scipy.spatial import cKDTree  # imported when used: it is slow to load
+
     n_c, n_t = cfg.n_customers, cfg.n_terminals + cfg.new_terminals.count
     customer_xy = rng.uniform(0, GRID_SIZE, size=(n_c, 2))
     mean_amount = rng.uniform(5, 100, size=n_c) * cfg.amount_scale

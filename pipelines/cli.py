@@ -15,17 +15,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.ingest import IngestError
-from pipelines.params import Params, ParamsError, load_params
-from pipelines.stages import Layout
-from pipelines.train import TrainingError
-from pipelines.validate import ContractViolationError
+from pipelines.errors import IngestError, ParamsError, TrainingError
+from pipelines.layout import Layout
+
+if TYPE_CHECKING:
+    from pipelines.params import Params
 
 app = typer.Typer(
     help="Fraud-detection pipeline: the stages that `dvc repro` runs, batch scoring and the "
@@ -39,7 +39,8 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 F = TypeVar("F", bound=Callable[..., Any])
-DOMAIN_ERRORS = (ParamsError, ContractViolationError, IngestError, TrainingError, FileNotFoundError)
+# ContractViolationError is a ValueError too: caught below without importing pandas here.
+DOMAIN_ERRORS = (ParamsError, IngestError, TrainingError, FileNotFoundError)
 
 
 def _domain_errors(fn: F) -> F:
@@ -58,6 +59,8 @@ def _domain_errors(fn: F) -> F:
 
 
 def _load(params: Path) -> Params:
+    from pipelines.params import load_params
+
     return load_params(params)
 
 

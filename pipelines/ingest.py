@@ -10,10 +10,9 @@ import pandas as pd
 from fraud import schema
 from fraud.simulator import SimulatorConfig, simulate
 from pipelines.artifacts import write_parquet
+from pipelines.errors import IngestError
 
-
-class IngestError(ValueError):
-    """The input file cannot be read as transactions."""
+__all__ = ["IngestError", "IngestResult", "ingest", "load_transactions_file"]
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,10 @@ from fraud.features import FeatureConfig
 from fraud.metrics import CostModel
 from fraud.schema import ContractLimits
 from fraud.simulator import SimulatorConfig
+from pipelines.errors import ParamsError
 from pipelines.splits import TimeSplit
 
-
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable or has a key with a wrong value."""
+__all__ = ["Params", "ParamsError", "load_params"]
 
 
 class _Strict(BaseModel):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from pipelines.evaluate import (
     write_test_scores,
 )
 from pipelines.ingest import IngestResult, ingest
+from pipelines.layout import Layout
 from pipelines.model_card import render_model_card
 from pipelines.params import Params
 from pipelines.register import (
@@ -38,56 +38,6 @@ from pipelines.train import load_booster, save_model, train_model
 from pipelines.validate import ContractViolationError, ValidationReport, validate_transactions
 
 log = logging.getLogger("pipelines")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where each stage reads and writes, relative to `root` (the project directory)."""
-
-    root: Path = Path(".")
-
-    def __truediv__(self, rel: str) -> Path:
-        return self.root / rel
-
-    @property
-    def raw(self) -> Path:
-        return self / "data/raw/transactions.parquet"
-
-    @property
-    def validation_report(self) -> Path:
-        return self / "reports/validation.json"
-
-    @property
-    def features(self) -> Path:
-        return self / "data/features/transactions.parquet"
-
-    @property
-    def model(self) -> Path:
-        return self / "models/model.ubj"
-
-    @property
-    def train_info(self) -> Path:
-        return self / "models/train_info.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self / "reports/metrics.json"
-
-    @property
-    def plots(self) -> Path:
-        return self / "reports/plots"
-
-    @property
-    def test_scores(self) -> Path:
-        return self / "reports/test_scores.parquet"
-
-    @property
-    def prequential(self) -> Path:
-        return self / "reports/prequential.json"
-
-    @property
-    def registration(self) -> Path:
-        return self / "reports/registration.json"
 
 
 def stage_ingest(params: Params, layout: Layout) -> IngestResult:

@@ -24,12 +24,9 @@ import xgboost as xgb
 from fraud import schema
 from fraud.metrics import CostModel, average_precision, cost_optimal_threshold
 from pipelines.artifacts import atomic_path, write_json
+from pipelines.errors import TrainingError
 from pipelines.params import TrainParams
 from pipelines.splits import TimeSplit
-
-
-class TrainingError(ValueError):
-    """The training window cannot produce a model (no rows, no frauds)."""
 
 
 def xgb_params(p: TrainParams, y: np.ndarray | None = None) -> dict[str, Any]:
