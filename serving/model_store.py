@@ -81,6 +81,7 @@ def fetch_from_registry(
     run = client.get_run(str(mv.run_id))
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=cache_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it 0700: a container's non-root user must read it
     try:
         model_dir = Path(
             mlflow.artifacts.download_artifacts(

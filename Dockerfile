@@ -1,0 +1,97 @@
+# The prediction API (serving/) as a container: `python -m serving` on port 8000, one worker.
+#
+#   podman build --format docker --network host \
+#       -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro -t fraud-api .
+#   docker build -t fraud-api .                # where python:3.11-slim can be pulled
+#
+# The model comes from the MLflow registry at start-up (MLFLOW_TRACKING_URI, alias
+# FRAUD_MODEL_ALIAS=champion) and is cached in FRAUD_MODEL_CACHE_DIR; when the registry is
+# unreachable the service serves that cache. To bake a model into the image, put a serving model
+# cache directory (what serving/model_store.py writes: model.ubj, train_info.json,
+# history.parquet, meta.json; e.g. .cache/serving/model after `make serve`) inside the build
+# context under a path .dockerignore does not exclude, and pass it:
+#
+#   cp -r .cache/serving/model build-model && podman build ... --build-arg MODEL_CACHE=build-model .
+#
+# Run with a read-only root filesystem and writable /var/lib/fraud (model cache + prediction log):
+#   podman run --read-only --tmpfs /var/lib/fraud:rw,U -p 127.0.0.1:8000:8000 \
+#       -e MLFLOW_TRACKING_URI=http://mlflow:5000 fraud-api
+# (`U`: the tmpfs belongs to the container's user; Docker: --tmpfs /var/lib/fraud:uid=10001,gid=10001.
+# podman's --tmpfs copies the image's /var/lib/fraud, baked model included, into the tmpfs;
+# Docker's does not: with Docker and a baked model, use a named volume at /var/lib/fraud.)
+# No secrets in the image: FRAUD_ADMIN_TOKEN and registry credentials come from the environment.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# --- builder: the runtime dependencies in a venv (no [dev] extras) ---------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DEFAULT_TIMEOUT=120 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml constraints.txt ./
+# 1. The runtime dependencies of pyproject.toml (no [dev] extras), pinned by constraints.txt: a
+#    layer that only changes with those two files. PIP_CERT: the system bundle (the build host's,
+#    mounted read-only at build time on machines behind a TLS-intercepting proxy; the image's own
+#    otherwise).
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+        /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
+# 2. The project itself (`pip install -c constraints.txt .`, nothing left to resolve).
+COPY README.md ./
+COPY fraud ./fraud
+COPY pipelines ./pipelines
+COPY serving ./serving
+RUN PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+        /opt/venv/bin/pip install --no-cache-dir --no-deps -c constraints.txt . \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/python -c "import serving.app, xgboost, mlflow, uvicorn"
+
+# --- model: an optional serving model cache to bake in (build arg MODEL_CACHE) ---------------
+FROM ${PYTHON_IMAGE} AS model
+ARG MODEL_CACHE=
+# pyproject.toml is only there so that COPY has a source when MODEL_CACHE is empty.
+COPY pyproject.toml ${MODEL_CACHE:-pyproject.toml} /model-src/
+RUN mkdir -p /model \
+    && if [ -n "$MODEL_CACHE" ]; then \
+        for f in model.ubj train_info.json history.parquet meta.json; do \
+            test -f "/model-src/$f" || { echo "MODEL_CACHE=$MODEL_CACHE has no $f" >&2; exit 1; }; \
+            cp "/model-src/$f" /model/; \
+        done; \
+    fi
+
+# --- runtime -----------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="fraud-api" \
+      org.opencontainers.image.description="Fraud-detection prediction API (FastAPI + XGBoost)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --gid 10001 fraud \
+    && useradd --uid 10001 --gid 10001 --home-dir /var/lib/fraud --no-create-home \
+        --shell /usr/sbin/nologin fraud \
+    && mkdir -p /var/lib/fraud \
+    && chown 10001:10001 /var/lib/fraud
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+# The packages the service imports (the same code is also installed in /opt/venv; /app comes
+# first on sys.path, so these are the ones that run).
+COPY fraud ./fraud
+COPY serving ./serving
+COPY --from=model --chown=10001:10001 /model /var/lib/fraud/model
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/var/lib/fraud \
+    FRAUD_MODEL_CACHE_DIR=/var/lib/fraud/model \
+    FRAUD_PREDICTION_LOG=/var/lib/fraud/predictions.sqlite \
+    FRAUD_LOG_LEVEL=info \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"]
+CMD ["python", "-m", "serving", "--host", "0.0.0.0", "--port", "8000"]
