@@ -48,10 +48,10 @@ def _domain_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except DOMAIN_ERRORS as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(1) from None
-        except ValueError as e:  # steps raise ValueError with an actionable message
+        except (
+            *DOMAIN_ERRORS,
+            ValueError,
+        ) as e:  # steps raise ValueError with an actionable message
             err.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(1) from None
 

@@ -28,11 +28,14 @@ class IngestParams(_Strict):
     path: str | None = None
 
 
+_CONTRACT = ContractLimits()  # the contract's defaults, defined once in fraud/schema.py
+
+
 class ValidateParams(_Strict):
-    max_amount: float = Field(100_000.0, gt=0)
-    min_datetime: str = "2000-01-01"
-    max_datetime: str = "2100-01-01"
-    require_labels: bool = True
+    max_amount: float = Field(_CONTRACT.max_amount, gt=0)
+    min_datetime: str = _CONTRACT.min_datetime
+    max_datetime: str = _CONTRACT.max_datetime
+    require_labels: bool = _CONTRACT.require_labels
 
     def limits(self) -> ContractLimits:
         return ContractLimits(

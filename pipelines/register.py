@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from fraud import registry, schema
+from fraud.features import FeatureConfig
 from fraud.metrics import BootstrapComparison, paired_bootstrap_ap
 from pipelines.params import GateParams
 
@@ -152,20 +153,64 @@ def ensure_experiment(name: str = EXPERIMENT_NAME) -> str:
     return str(mlflow.create_experiment(name, artifact_location=location))
 
 
-def load_champion(
-    client: MlflowClient, model_name: str
-) -> tuple[str, xgb.Booster, list[str]] | None:
-    """(version, booster, feature names) of `@champion`, or None when there is none."""
+class ModelNotFoundError(ValueError):
+    """No registered model matches the requested alias or version."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    booster: xgb.Booster
+    features: list[str]
+    threshold: float
+    feature_config: FeatureConfig
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+def load_registered_model(name: str, version: str | None = None) -> LoadedModel:
+    """A registered version (or @champion) with its features, threshold and feature config."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
     try:
-        mv = client.get_model_version_by_alias(model_name, registry.ALIAS_CHAMPION)
-    except MlflowException:
-        return None
-    booster = mlflow.xgboost.load_model(f"models:/{model_name}@{registry.ALIAS_CHAMPION}")
+        mv = (
+            client.get_model_version(name, version)
+            if version
+            else client.get_model_version_by_alias(name, registry.ALIAS_CHAMPION)
+        )
+    except MlflowException as e:
+        what = f"version {version}" if version else f"@{registry.ALIAS_CHAMPION}"
+        raise ModelNotFoundError(
+            f"no {what} of model {name!r} in {mlflow.get_tracking_uri()}: run `make run` first"
+        ) from e
+    booster = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}")
     if isinstance(booster, xgb.XGBModel):
         booster = booster.get_booster()
-    feats = (mv.tags or {}).get(registry.TAG_FEATURES, "")
-    names = feats.split(",") if feats else list(booster.feature_names or [])
-    return str(mv.version), booster, names
+    booster.set_param({"nthread": 1})
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path=registry.ARTIFACT_MODEL_INFO, dst_path=tmp
+        )
+        info = json.loads(Path(local).read_text())
+    return LoadedModel(
+        name=name,
+        version=str(mv.version),
+        booster=booster,
+        features=list(info["features"]),
+        threshold=float(info["threshold"]),
+        feature_config=FeatureConfig.model_validate(info.get("feature_config") or {}),
+    )
+
+
+def load_champion(model_name: str) -> LoadedModel | None:
+    """The current `@champion`, or None when there is none."""
+    try:
+        return load_registered_model(model_name)
+    except ModelNotFoundError:
+        return None
 
 
 @dataclass
@@ -220,21 +265,18 @@ def register_model(
         booster.inplace_predict(test_features[features].to_numpy(np.float32))
     )
 
-    champion = load_champion(client, model_name)
+    champion = load_champion(model_name)
     comparison = None
     champion_version = None
-    if champion is not None:
-        champion_version, champ_booster, champ_features = champion
-        missing = [f for f in champ_features if f not in test_features.columns]
-        if missing:
-            champion = None  # cannot score the champion on these features: floors decide
-        else:
-            champ_scores = np.asarray(
-                champ_booster.inplace_predict(test_features[champ_features].to_numpy(np.float32))
-            )
-            comparison = paired_bootstrap_ap(
-                y, candidate_scores, champ_scores, gate.n_resamples, gate.confidence, seed=0
-            )
+    # A champion whose features this data lacks cannot be compared: the floors alone decide.
+    if champion is not None and set(champion.features) <= set(test_features.columns):
+        champion_version = champion.version
+        champ_scores = np.asarray(
+            champion.booster.inplace_predict(test_features[champion.features].to_numpy(np.float32))
+        )
+        comparison = paired_bootstrap_ap(
+            y, candidate_scores, champ_scores, gate.n_resamples, gate.confidence, seed=0
+        )
     scalar_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     decision = promotion_decision(scalar_metrics, gate, comparison, champion_version)
 

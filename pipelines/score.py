@@ -9,85 +9,27 @@ features look back up to `lookback_days`).
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-import xgboost as xgb
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fraud import registry, schema
-from fraud.features import FeatureConfig, compute_features
+from fraud import schema
+from fraud.features import compute_features
 from fraud.metrics import CostModel
 from fraud.schema import ContractLimits
 from pipelines.artifacts import atomic_path
 from pipelines.evaluate import score_frame
 from pipelines.ingest import load_transactions_file
 from pipelines.params import Params
-from pipelines.register import tracking_uri
+from pipelines.register import LoadedModel, load_registered_model
 from pipelines.validate import to_contract_frame
 
 CHUNK_ROWS = 200_000
-
-
-class ModelNotFoundError(ValueError):
-    """No registered model matches the requested alias or version."""
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    version: str
-    booster: xgb.Booster
-    features: list[str]
-    threshold: float
-    feature_config: FeatureConfig
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} v{self.version}"
-
-
-def load_registered_model(name: str, version: str | None = None) -> LoadedModel:
-    """A registered version (or @champion) with its features, threshold and feature config."""
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
-    try:
-        mv = (
-            client.get_model_version(name, version)
-            if version
-            else client.get_model_version_by_alias(name, registry.ALIAS_CHAMPION)
-        )
-    except MlflowException as e:
-        what = f"version {version}" if version else f"@{registry.ALIAS_CHAMPION}"
-        raise ModelNotFoundError(
-            f"no {what} of model {name!r} in {mlflow.get_tracking_uri()}: run `make run` first"
-        ) from e
-    booster = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}")
-    if isinstance(booster, xgb.XGBModel):
-        booster = booster.get_booster()
-    booster.set_param({"nthread": 1})
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=registry.ARTIFACT_MODEL_INFO, dst_path=tmp
-        )
-        info = json.loads(Path(local).read_text())
-    return LoadedModel(
-        name=name,
-        version=str(mv.version),
-        booster=booster,
-        features=list(info["features"]),
-        threshold=float(info["threshold"]),
-        feature_config=FeatureConfig.model_validate(info.get("feature_config") or {}),
-    )
 
 
 @dataclass(frozen=True)
