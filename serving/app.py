@@ -36,7 +36,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraud.features import DAY_SECONDS, OnlineFeatureState, Transaction
 from fraud.schema import TransactionRecord, utc_naive_in_range
-from serving.model_store import ModelUnavailableError, ServingModel, load_serving_model
+from serving.model_store import (
+    ModelUnavailableError,
+    ServingModel,
+    load_serving_model,
+    registry_version,
+)
 from serving.prediction_log import PredictionLog
 from serving.settings import ServingSettings
 
@@ -339,6 +344,20 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 log.warning("alias poll failed: %s", e)
 
     async def reload_if_changed() -> dict[str, Any]:
+        current = rt.model
+        if current is not None and current.source == "registry":
+            # A poll should not download the model when the alias has not moved.
+            try:
+                target = await asyncio.to_thread(
+                    registry_version,
+                    settings.model_name,
+                    settings.model_alias,
+                    settings.model_version,
+                )
+            except Exception:  # the registry is down: the full load below falls back to the cache
+                target = None
+            if target == current.version:
+                return {"previous_version": target, "version": target, "source": current.source}
         new = await asyncio.to_thread(
             load_serving_model,
             settings.model_name,

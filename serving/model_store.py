@@ -65,6 +65,19 @@ def _load_dir(d: Path, meta: dict[str, Any], source: str) -> ServingModel:
     )
 
 
+def _model_version(client: Any, name: str, alias: str | None, version: str | None) -> Any:
+    if version:
+        return client.get_model_version(name, version)
+    return client.get_model_version_by_alias(name, alias or registry.ALIAS_CHAMPION)
+
+
+def registry_version(name: str, alias: str | None, version: str | None) -> str:
+    """The version the alias (or `version`) points at now: one registry call, no download."""
+    from mlflow import MlflowClient
+
+    return str(_model_version(MlflowClient(), name, alias, version).version)
+
+
 def fetch_from_registry(
     name: str, alias: str | None, version: str | None, cache_dir: Path
 ) -> ServingModel:
@@ -73,11 +86,7 @@ def fetch_from_registry(
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    mv = (
-        client.get_model_version(name, version)
-        if version
-        else client.get_model_version_by_alias(name, alias or registry.ALIAS_CHAMPION)
-    )
+    mv = _model_version(client, name, alias, version)
     run = client.get_run(str(mv.run_id))
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=cache_dir.parent))
