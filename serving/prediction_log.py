@@ -1,19 +1,33 @@
-"""Append-only prediction log in SQLite (WAL mode): every prediction and every late label.
+"""Append-only prediction log: every prediction and every late label.
 
-Each request's rows are committed before the response is sent, so an acknowledged prediction
-survives a crash of the service (WAL with synchronous=NORMAL is durable against process crashes;
-a power loss can lose the last transactions not yet checkpointed by the OS).
+Two backends behind one interface (`PredictionLogBackend`), chosen by `open_prediction_log` from
+the target: a PostgreSQL URL (`postgresql://` or `postgres://`) or else a SQLite file path.
+Tables and columns are the contract in `fraud.predictions`.
+
+Each call's rows are committed, in one transaction, before the call returns; the service calls
+the log before it sends the response, so an acknowledged prediction is in the log:
+
+- SQLite (the embedded default): WAL with synchronous=NORMAL. A commit is in the WAL file (in the
+  OS's page cache) when it returns: durable against a crash of the service, not necessarily
+  against a power loss or an OS crash (the last transactions not yet fsynced by a checkpoint).
+- PostgreSQL: with the server's default `synchronous_commit = on` (and `fsync = on`), a commit
+  returns once its WAL record is flushed to disk: durable against a crash of the service, of
+  PostgreSQL and of the machine (on storage that honours flushes).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
+import select
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import unquote
 
 from fraud.predictions import (
     FEEDBACK_COLUMNS,
@@ -22,15 +36,69 @@ from fraud.predictions import (
     PREDICTIONS_TABLE,
 )
 
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger("serving.prediction_log")
+
+TABLES: dict[str, dict[str, str]] = {
+    PREDICTIONS_TABLE: PREDICTION_COLUMNS,
+    FEEDBACK_TABLE: FEEDBACK_COLUMNS,
+}
+#: Columns that hold a JSON object (a dict in the rows given to `log_predictions`).
+JSON_COLUMNS = frozenset({"features"})
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class PredictionLogError(RuntimeError):
+    """The prediction log cannot be opened or written; the message never holds a password."""
+
+
+@runtime_checkable
+class PredictionLogBackend(Protocol):
+    """What the service needs from a prediction log."""
+
+    def log_predictions(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Rows in PREDICTION_COLUMNS order (features as a dict); committed before returning."""
+        ...
+
+    def log_feedback(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Rows in FEEDBACK_COLUMNS order; committed before returning."""
+        ...
+
+    def count(self, table: str = PREDICTIONS_TABLE) -> int:
+        """Number of rows in `table` (one of the contract's tables)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _finite_or_none(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _clean_features(features: dict[str, float]) -> dict[str, Any]:
+    """NaN (a feature with no history) and ±inf become JSON null: standard JSON for any reader."""
+    return {k: _finite_or_none(v) for k, v in features.items()}
+
 
 def _json_features(features: dict[str, float]) -> str:
-    return json.dumps(
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in features.items()}
-    )
+    # Fast path: encode, then turn the non-standard tokens into null (keys are feature names,
+    # which never contain them); this is per logged row, on the request path.
+    text = json.dumps(features)
+    if "NaN" in text or "Infinity" in text:
+        text = text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
+    return text
 
 
-class PredictionLog:
-    """Thread-safe writer; one connection per process."""
+def _check_table(table: str) -> str:
+    if table not in TABLES:
+        raise ValueError(f"unknown prediction-log table {table!r}; expected one of {list(TABLES)}")
+    return table
+
+
+class SQLitePredictionLog:
+    """SQLite in WAL mode; thread-safe writer, one connection per process."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,10 +108,7 @@ class PredictionLog:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
-        for table, cols in (
-            (PREDICTIONS_TABLE, PREDICTION_COLUMNS),
-            (FEEDBACK_TABLE, FEEDBACK_COLUMNS),
-        ):
+        for table, cols in TABLES.items():
             spec = ", ".join(f"{c} {t}" for c, t in cols.items())
             self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
         self._conn.execute(
@@ -58,24 +123,256 @@ class PredictionLog:
             f"VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))})"
         )
 
+    def __repr__(self) -> str:
+        return f"SQLitePredictionLog({str(self.path)!r})"
+
     def log_predictions(self, rows: Iterable[Sequence[Any]]) -> None:
         """Rows in PREDICTION_COLUMNS order (features as a dict); committed before returning."""
         prepared = [(*r[:5], _json_features(r[5]), *r[6:]) for r in rows]
-        with self._lock:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(self._insert_prediction, prepared)
-            self._conn.execute("COMMIT")
+        self._write(self._insert_prediction, prepared)
 
     def log_feedback(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Rows in FEEDBACK_COLUMNS order; committed before returning."""
+        self._write(self._insert_feedback, list(rows))
+
+    def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self._lock:
             self._conn.execute("BEGIN")
-            self._conn.executemany(self._insert_feedback, list(rows))
+            try:
+                self._conn.executemany(sql, rows)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
             self._conn.execute("COMMIT")
 
     def count(self, table: str = PREDICTIONS_TABLE) -> int:
         with self._lock:
-            return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            sql = f"SELECT COUNT(*) FROM {_check_table(table)}"
+            return int(self._conn.execute(sql).fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+#: The former name of the SQLite backend.
+PredictionLog = SQLitePredictionLog
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+_SQLITE_TO_POSTGRES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "TEXT": "TEXT"}
+
+
+def postgres_column_type(column: str, sqlite_type: str) -> str:
+    """The PostgreSQL type of a contract column: INTEGER -> BIGINT, REAL -> DOUBLE PRECISION,
+    TEXT -> TEXT (timestamps stay ISO 8601 text, as in SQLite), JSON columns -> JSONB; the
+    constraints (NOT NULL) are kept."""
+    base, _, rest = sqlite_type.partition(" ")
+    pg = "JSONB" if column in JSON_COLUMNS else _SQLITE_TO_POSTGRES[base.upper()]
+    return f"{pg} {rest}".strip()
+
+
+def is_postgres_url(target: str | Path) -> bool:
+    return isinstance(target, str) and target.lower().startswith(POSTGRES_SCHEMES)
+
+
+def _url_passwords(url: str) -> list[str]:
+    """The password-like parts of `url` as written: the user info after ':' (up to the last
+    '@', whatever libpq makes of it) and every `password=` parameter, raw and decoded."""
+    _, sep, rest = url.partition("://")
+    found: list[str] = []
+    if sep:
+        at = rest.rfind("@")
+        if at != -1:
+            found.append(rest[:at].partition(":")[2])
+        found += re.findall(r"(?i)[?&]password=([^&]*)", rest)
+    return [v for p in found for v in {p, unquote(p)} if v]
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (in the user info or a `password=` parameter) replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    at = rest.rfind("@")  # an unescaped '@' in a password belongs to the user info
+    if at != -1:
+        user, colon, _ = rest[:at].partition(":")
+        if colon:
+            rest = f"{user}:***@{rest[at + 1 :]}"
+    rest = re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", rest)
+    return f"{scheme}://{rest}"
+
+
+def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
+    """`text` (a libpq message) without any of `secrets`, nor any quoted value that is part of
+    one (libpq quotes the values it rejects, e.g. a malformed password read as a port)."""
+    secrets = [s for s in secrets if s]
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return re.sub(
+        r"([\"'])([^\"']*)\1",
+        lambda m: f"{m[1]}***{m[1]}" if m[2] and any(m[2] in s for s in secrets) else m[0],
+        text,
+    )
+
+
+class PostgresPredictionLog:
+    """PostgreSQL through psycopg 3; thread-safe, one connection per process guarded by a lock.
+
+    Each call is one statement in autocommit mode, hence one transaction that is committed
+    before the call returns: an INSERT for one row (one round trip), a COPY for several.
+
+    A connection that dropped while idle (server restart, `pg_terminate_backend`, idle timeout,
+    failover) is seen before the rows are sent, then reopened once. A connection that drops while
+    a statement is in flight fails the call without a retry: whether that statement committed is
+    unknown, and a retry could log the rows twice; the next call reconnects.
+    """
+
+    #: Seconds to wait for a connection when the URL does not say (libpq waits forever).
+    CONNECT_TIMEOUT = 10
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        self.url = redact_url(url)
+        self._secrets = _url_passwords(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as e:
+            raise PredictionLogError(
+                f"invalid PostgreSQL URL for the prediction log {self.url}: {self._scrub(e)}"
+            ) from None
+        self._secrets.append(str(params.get("password") or ""))
+        self._conninfo = url
+        self._connect_kwargs: dict[str, Any] = {"application_name": "fraud-serving"}
+        if "connect_timeout" not in params:
+            self._connect_kwargs["connect_timeout"] = self.CONNECT_TIMEOUT
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._insert = {
+            t: f"INSERT INTO {t} ({', '.join(c)}) VALUES ({', '.join(['%s'] * len(c))})"
+            for t, c in TABLES.items()
+        }
+        self._copy = {t: f"COPY {t} ({', '.join(c)}) FROM STDIN" for t, c in TABLES.items()}
+        with self._lock:
+            self._create_tables(self._connect())
+
+    def __repr__(self) -> str:
+        return f"PostgresPredictionLog({self.url!r})"
+
+    def _scrub(self, e: BaseException) -> str:
+        return scrub_secrets(str(e).strip(), self._secrets)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
+        except psycopg.Error as e:
+            raise PredictionLogError(
+                f"cannot connect to the prediction log at {self.url}: {self._scrub(e)}"
+            ) from None
+        self._conn = conn
+        return conn
+
+    @staticmethod
+    def _usable(conn: psycopg.Connection[Any]) -> bool:
+        """False if the connection is closed, or dropped while idle: between our calls the
+        server sends nothing on it, so anything to read is its farewell (an error, or EOF)."""
+        if conn.closed or conn.broken:
+            return False
+        try:
+            readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The open connection, or a new one (once) if it dropped since the last call."""
+        conn = self._conn
+        if conn is not None and self._usable(conn):
+            return conn
+        if conn is not None:
+            log.warning("prediction log at %s: connection lost; reconnecting", self.url)
+            conn.close()
+            self._conn = None
+        return self._connect()
+
+    @staticmethod
+    def _create_tables(conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            # Several workers or replicas may start at once: CREATE ... IF NOT EXISTS is not
+            # atomic in PostgreSQL, so serialise it with a transaction-scoped advisory lock.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('fraud-prediction-log-schema'))")
+            for table, cols in TABLES.items():
+                spec = ", ".join(f"{c} {postgres_column_type(c, t)}" for c, t in cols.items())
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
+            cur.execute(
+                f"CREATE INDEX IF NOT EXISTS {PREDICTIONS_TABLE}_tx "
+                f"ON {PREDICTIONS_TABLE}(transaction_id)"
+            )
+
+    def log_predictions(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Rows in PREDICTION_COLUMNS order (features as a dict); committed before returning."""
+        from psycopg.types.json import Jsonb
+
+        prepared = [(*r[:5], Jsonb(_clean_features(r[5])), *r[6:]) for r in rows]
+        self._write(PREDICTIONS_TABLE, prepared)
+
+    def log_feedback(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Rows in FEEDBACK_COLUMNS order; committed before returning."""
+        self._write(FEEDBACK_TABLE, list(rows))
+
+    def _write(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        import psycopg
+
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connection()
+            try:
+                # Autocommit: the single statement is the transaction, committed (and, with
+                # synchronous_commit=on, flushed to the server's disk) when it returns.
+                if len(rows) == 1:
+                    conn.execute(self._insert[table], rows[0])
+                else:
+                    with conn.cursor() as cur, cur.copy(self._copy[table]) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            except psycopg.Error as e:
+                if conn.broken or conn.closed:
+                    raise PredictionLogError(
+                        f"prediction log at {self.url}: connection lost while writing "
+                        f"{len(rows)} row(s) to {table} (committed or not: unknown): "
+                        f"{self._scrub(e)}"
+                    ) from None
+                raise
+
+    def count(self, table: str = PREDICTIONS_TABLE) -> int:
+        with self._lock:
+            row = self._connection().execute(f"SELECT COUNT(*) FROM {_check_table(table)}")
+            result = row.fetchone()
+            return int(result[0]) if result else 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def open_prediction_log(target: str | Path) -> PredictionLogBackend:
+    """The prediction log at `target`: a PostgreSQL URL (`postgresql://user@host:5432/db` or
+    `postgres://...`), else a SQLite file path. Raises PredictionLogError (naming the URL
+    without its password) when PostgreSQL cannot be reached, or for a URL of another kind
+    (rather than create a SQLite file named after it)."""
+    if is_postgres_url(target):
+        return PostgresPredictionLog(str(target))
+    if isinstance(target, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target):
+        raise PredictionLogError(
+            f"unsupported prediction log URL {redact_url(target)}: use postgresql://... "
+            "or a SQLite file path"
+        )
+    return SQLitePredictionLog(Path(target))
