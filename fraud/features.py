@@ -24,11 +24,13 @@ then TRANSACTION_ID), the same order in which a stream would deliver them.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import struct
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -332,6 +334,23 @@ def _scatter(out: pd.DataFrame, name: str, order: np.ndarray, sorted_values: np.
 
 # --------------------------------------------------------------------------------------------
 # Online
+#
+# The online state is raw events only: each customer's recent transactions (time, amount,
+# terminal), each terminal's recent transactions (time, id) and the times of its transactions
+# labelled fraud. `online_features` computes every feature of one incoming transaction from
+# those arrays; the in-process `OnlineFeatureState` below and the Redis store of the serving
+# package (`serving/feature_store.py`) keep the same records in the same binary layout and call
+# the same function, so both give what `compute_features` gives.
+
+#: One customer transaction, as stored (24 bytes, little-endian).
+CUSTOMER_RECORD = np.dtype([("t", "<i8"), ("amount", "<f8"), ("terminal", "<i8")])
+#: One terminal transaction, as stored (16 bytes, little-endian).
+TERMINAL_RECORD = np.dtype([("t", "<i8"), ("id", "<i8")])
+_PACK_CUSTOMER = struct.Struct("<qdq").pack
+_PACK_TERMINAL = struct.Struct("<qq").pack
+_EPOCH = dt.datetime(1970, 1, 1)
+_SECOND = dt.timedelta(seconds=1)
+_EMPTY_TIMES = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -339,164 +358,613 @@ class Transaction:
     """One raw transaction as the online state sees it."""
 
     transaction_id: int
-    tx_datetime: np.datetime64 | pd.Timestamp
+    tx_datetime: dt.datetime | np.datetime64 | pd.Timestamp
     customer_id: int
     terminal_id: int
     amount: float
 
 
-def _seconds(value: np.datetime64 | pd.Timestamp) -> int:
-    return int(pd.Timestamp(value).value // 1_000_000_000)  # floor to seconds, as offline
+class DuplicateTransactionError(ValueError):
+    """A transaction id the state has already recorded (within its lookback)."""
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        self.ids = sorted(set(ids))
+        super().__init__(f"transaction ids already seen: {self.ids[:20]}")
+
+
+def tx_seconds(value: dt.datetime | np.datetime64 | pd.Timestamp) -> int:
+    """Seconds since the epoch, floored (as offline); naive datetimes are UTC."""
+    if isinstance(value, dt.datetime):  # pd.Timestamp is one too
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return int((value - _EPOCH) // _SECOND)
+    return int(np.asarray(value, dtype="datetime64[s]").astype(np.int64))
+
+
+def customer_record(t: int, amount: float, terminal: int) -> bytes:
+    return _PACK_CUSTOMER(t, amount, terminal)
+
+
+def terminal_record(t: int, transaction_id: int) -> bytes:
+    return _PACK_TERMINAL(t, transaction_id)
+
+
+def leading_stale(blob: bytes | bytearray, itemsize: int, cutoff: int) -> int:
+    """How many records at the start of `blob` are at or before `cutoff` (the last record is
+    always kept: it carries the customer's time of previous transaction)."""
+    n = len(blob) // itemsize
+    if n <= 1:
+        return 0
+    times = np.frombuffer(blob, dtype="<i8", count=n * itemsize // 8)[:: itemsize // 8]
+    fresh = times[: n - 1] > cutoff
+    return int(np.argmax(fresh)) if fresh.any() else n - 1
+
+
+def online_features(
+    cfg: FeatureConfig,
+    t: int,
+    amount: float,
+    terminal: int,
+    customer: np.ndarray,
+    terminal_times: np.ndarray,
+    fraud_times: np.ndarray,
+) -> dict[str, float]:
+    """The features of one transaction at `t` (seconds) from what arrived before it: the
+    single-transaction form of `batch_features` (fewer, scalar steps: about 4x faster for one).
+
+    `customer`: the customer's earlier transactions (CUSTOMER_RECORD, arrival order);
+    `terminal_times`: times of the terminal's earlier transactions; `fraud_times`: times of the
+    terminal's transactions labelled fraud. Records later than `t` are ignored.
+    """
+    day = DAY_SECONDS
+    f: dict[str, float] = {
+        schema.TX_AMOUNT: amount,
+        # 1970-01-01 was a Thursday (weekday 3).
+        "TX_DURING_WEEKEND": weekend_flag((t // day + 3) % 7),
+        "TX_DURING_NIGHT": night_flag((t % day) // 3600, cfg.night_end_hour),
+    }
+    s = customer["t"]
+    if len(s) > 1 and bool((s[1:] < s[:-1]).any()):
+        customer = customer[np.argsort(s, kind="stable")]
+        s = customer["t"]
+    n = int(np.searchsorted(s, t, side="right"))
+    a = customer["amount"][:n]
+    s = s[:n]
+    csum = np.zeros(n + 1)
+    np.cumsum(a, out=csum[1:])
+    cwin = cfg.customer_windows_days
+    h = cfg.history_window_days
+    hw = cfg.high_amount_window_days if cfg.high_amount_feature else 0
+    bounds = [t - w * day for w in cwin] + [t - h * day, t - hw * day]
+    lows = np.searchsorted(s, bounds, side="right").tolist()
+    total = float(csum[n])
+    for w, lo in zip(cwin, lows, strict=False):
+        count = n - lo + 1
+        f[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = float(count)
+        f[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = (total - float(csum[lo]) + amount) / count
+    if h:
+        lo = lows[len(cwin)]
+        prev = n - lo
+        psum = total - float(csum[lo])
+        sq = a[lo:]
+        psq = float(np.dot(sq, sq))
+        ratio = amount_ratio(amount, psum, prev)
+        f[f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY"] = ratio
+        f[f"CUSTOMER_ID_AMOUNT_ZSCORE_{h}DAY"] = amount_zscore(
+            amount, psum, psq, prev, cfg.zscore_min_std
+        )
+        f["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] = (t - int(s[n - 1])) / 3600.0 if n else math.nan
+        f[f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY"] = float(
+            np.count_nonzero(customer["terminal"][lo:n] == terminal)
+        )
+        if hw:
+            hlo = lows[len(cwin) + 1]
+            high = 0
+            if hlo < n:
+                j = np.arange(hlo, n)
+                jlo = np.searchsorted(s, s[hlo:] - h * day, side="right")
+                cnt = j - jlo
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    mean = (csum[j] - csum[jlo]) / cnt
+                    high = int(
+                        np.count_nonzero(
+                            (cnt > 0) & (mean > 0) & (a[hlo:] / mean > cfg.high_amount_ratio)
+                        )
+                    )
+            f[f"CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_{hw}DAY"] = float(high)
+    hi = t - cfg.delay_days * day
+    twin = cfg.terminal_windows_days
+    fw = cfg.terminal_fraud_window_days
+    tb = [hi] + [hi - w * day for w in twin] + ([hi - fw * day] if fw else [])
+    tt = np.sort(terminal_times)
+    ti = np.searchsorted(tt, tb, side="right").tolist()
+    if len(fraud_times):
+        ft = np.sort(fraud_times)
+        fi = np.searchsorted(ft, tb, side="right").tolist()
+    else:
+        ft, fi = _EMPTY_TIMES, [0] * len(tb)
+    for k, w in enumerate(twin, start=1):
+        count = ti[0] - ti[k]
+        f[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = float(count)
+        f[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = safe_ratio(fi[0] - fi[k], count)
+    if fw:
+        first, end = fi[-1], fi[0]
+        nb = end - first
+        f[f"TERMINAL_ID_NB_FRAUD_{fw}DAY_WINDOW"] = float(nb)
+        f[f"TERMINAL_ID_FIRST_FRAUD_AGE_{fw}DAY_WINDOW"] = (
+            (t - int(ft[first])) / day if nb else math.nan
+        )
+        f[f"TERMINAL_ID_LAST_FRAUD_AGE_{fw}DAY_WINDOW"] = (
+            (t - int(ft[end - 1])) / day if nb else math.nan
+        )
+    return f
+
+
+def _wave_numbers(customers: Sequence[int], terminals: Sequence[int]) -> list[int]:
+    """Split a batch into waves: a transaction goes one wave after the last earlier one that
+    shares its customer or terminal, so no two transactions of a wave depend on each other."""
+    last_c: dict[int, int] = {}
+    last_t: dict[int, int] = {}
+    waves = []
+    for c, term in zip(customers, terminals, strict=True):
+        w = max(last_c.get(c, -1), last_t.get(term, -1)) + 1
+        last_c[c] = last_t[term] = w
+        waves.append(w)
+    return waves
+
+
+def _grouped(blobs: Sequence[bytes | bytearray], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-entity record blobs: the records and each entity's start offset."""
+    lens = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
+    lens //= dtype.itemsize
+    starts = np.zeros(len(blobs), dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    return np.frombuffer(b"".join(blobs), dtype=dtype), starts
+
+
+def _keys(group: np.ndarray, t: np.ndarray, base: int) -> np.ndarray:
+    return (group << _GROUP_SHIFT) | (t - base)
+
+
+_GROUP_SHIFT = np.int64(40)  # time offsets below 2**40 s; group numbers above
+
+
+def _sorted_by_key(records: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(key) > 1 and bool((key[1:] < key[:-1]).any()):  # some arrived out of time order
+        order = np.argsort(key, kind="stable")
+        return records[order], key[order]
+    return records, key
+
+
+def _prefix_ld(values: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(values) + 1, dtype=np.longdouble)
+    np.cumsum(values, dtype=np.longdouble, out=out[1:])
+    return out
+
+
+def batch_features(
+    cfg: FeatureConfig,
+    txs: Sequence[Transaction],
+    customers: Mapping[int, bytes | bytearray],
+    terminals: Mapping[int, bytes | bytearray],
+    frauds: Mapping[int, Iterable[int]],
+    labels: Mapping[int, bool] | None = None,
+) -> list[dict[str, float]]:
+    """The features of each transaction of `txs`, in order, each as if the ones before it in
+    `txs` had been recorded first: the online definition, vectorised over the batch.
+
+    `customers[c]`: customer c's earlier transactions (CUSTOMER_RECORD bytes, arrival order);
+    `terminals[term]`: the terminal's (TERMINAL_RECORD bytes); `frauds[term]`: times of its
+    transactions labelled fraud; `labels`: labels already known for transactions of `txs`.
+    Records later than a transaction's time (arrived out of order) are ignored for it; the
+    windows are those of `compute_features`, which `tests/fraud/test_features_parity.py` checks.
+    """
+    q_t = [tx_seconds(tx.tx_datetime) for tx in txs]
+    q_c = [int(tx.customer_id) for tx in txs]
+    q_term = [int(tx.terminal_id) for tx in txs]
+    q_a = [float(tx.amount) for tx in txs]
+    out: list[dict[str, float]] = [{} for _ in txs]
+    cust = dict(customers)
+    term = dict(terminals)
+    fr = {k: list(v) for k, v in frauds.items()}
+    waves = _wave_numbers(q_c, q_term)
+    by_wave: dict[int, list[int]] = {}
+    for i, w in enumerate(waves):
+        by_wave.setdefault(w, []).append(i)
+    for w in sorted(by_wave):
+        idx = by_wave[w]
+        rows = _wave_features(
+            cfg,
+            np.array([q_t[i] for i in idx], dtype=np.int64),
+            np.array([q_a[i] for i in idx], dtype=np.float64),
+            np.array([q_term[i] for i in idx], dtype=np.int64),
+            [cust.get(q_c[i], b"") for i in idx],
+            [term.get(q_term[i], b"") for i in idx],
+            [fr.get(q_term[i], ()) for i in idx],
+        )
+        for i, row in zip(idx, rows, strict=True):
+            out[i] = row
+            # Record the transaction for the waves after this one.
+            c, tm, t = q_c[i], q_term[i], q_t[i]
+            cust[c] = cust.get(c, b"") + _PACK_CUSTOMER(t, q_a[i], tm)
+            term[tm] = term.get(tm, b"") + _PACK_TERMINAL(t, int(txs[i].transaction_id))
+            if labels and labels.get(int(txs[i].transaction_id)):
+                fr.setdefault(tm, []).append(t)
+    return out
+
+
+def _wave_features(
+    cfg: FeatureConfig,
+    qt: np.ndarray,
+    qa: np.ndarray,
+    qterm: np.ndarray,
+    cust_blobs: Sequence[bytes | bytearray],
+    term_blobs: Sequence[bytes | bytearray],
+    fraud_times: Sequence[Iterable[int]],
+) -> list[dict[str, float]]:
+    """Features of transactions that share no customer and no terminal (one wave)."""
+    day = DAY_SECONDS
+    q = len(qt)
+    g = np.arange(q, dtype=np.int64)
+    cols: dict[str, np.ndarray] = {
+        schema.TX_AMOUNT: qa,
+        "TX_DURING_WEEKEND": ((qt // day + 3) % 7 >= 5).astype(np.float64),  # 1970-01-01: Thu
+        "TX_DURING_NIGHT": ((qt % day) // 3600 <= cfg.night_end_hour).astype(np.float64),
+    }
+
+    # -- customer windows (t - w, t], the current transaction included ----------------------
+    recs, starts = _grouped(cust_blobs, CUSTOMER_RECORD)
+    lens = np.diff(np.r_[starts, len(recs)])
+    rgroup = np.repeat(g, lens)
+    far = cfg.customer_keep_days * day + 1
+    base = min(int(qt.min()) - far, int(recs["t"].min()) if len(recs) else 0)
+    recs, key = _sorted_by_key(recs, _keys(rgroup, recs["t"], base))
+    rt, ra = recs["t"], recs["amount"]
+    qk = _keys(g, qt, base)
+    n = np.searchsorted(key, qk, side="right")  # records at or before t
+    cs = _prefix_ld(ra)
+    for w in cfg.customer_windows_days:
+        lo = np.searchsorted(key, qk - w * day, side="right")
+        count = (n - lo + 1).astype(np.float64)
+        cols[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = count
+        cols[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = (
+            (cs[n] - cs[lo]).astype(np.float64) + qa
+        ) / count
+    h = cfg.history_window_days
+    if h:
+        lo = np.searchsorted(key, qk - h * day, side="right")
+        prev = n - lo
+        csq = _prefix_ld(ra * ra)
+        psum = (cs[n] - cs[lo]).astype(np.float64)
+        psq = (csq[n] - csq[lo]).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = psum / prev
+            ratio = np.where((prev > 0) & (mean > 0), qa / mean, np.nan)
+            var = np.maximum(psq / prev - mean * mean, 0.0)
+            z = np.where(
+                prev >= 2, (qa - mean) / np.maximum(np.sqrt(var), cfg.zscore_min_std), np.nan
+            )
+        cols[f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY"] = ratio
+        cols[f"CUSTOMER_ID_AMOUNT_ZSCORE_{h}DAY"] = z
+        has_prev = n > starts
+        last = rt[np.maximum(n - 1, 0)] if len(rt) else np.zeros(q, dtype=np.int64)
+        cols["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] = np.where(has_prev, (qt - last) / 3600.0, np.nan)
+        same = np.zeros(len(recs) + 1, dtype=np.int64)
+        np.cumsum(recs["terminal"] == qterm[key >> _GROUP_SHIFT], out=same[1:])
+        cols[f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY"] = (same[n] - same[lo]).astype(np.float64)
+        if cfg.high_amount_feature:
+            hw = cfg.high_amount_window_days
+            hlo = np.searchsorted(key, qk - hw * day, side="right")
+            # Was each record in a 14-day window a high amount against the history before it?
+            rgroup_sorted = key >> _GROUP_SHIFT
+            cand = np.flatnonzero(rt > qt[rgroup_sorted] - hw * day) if len(rt) else g[:0]
+            flags = np.zeros(len(recs) + 1, dtype=np.int64)
+            if len(cand):
+                clo = np.searchsorted(key, key[cand] - h * day, side="right")
+                cnt = cand - clo
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    cmean = (cs[cand] - cs[clo]).astype(np.float64) / cnt
+                    high = (cnt > 0) & (cmean > 0) & (ra[cand] / cmean > cfg.high_amount_ratio)
+                hit = np.zeros(len(recs), dtype=np.int64)
+                hit[cand] = high
+                np.cumsum(hit, out=flags[1:])
+            cols[f"CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_{hw}DAY"] = (flags[n] - flags[hlo]).astype(
+                np.float64
+            )
+
+    # -- terminal windows (t - delay - w, t - delay] -------------------------------------------
+    trecs, tstarts = _grouped(term_blobs, TERMINAL_RECORD)
+    tgroup = np.repeat(g, np.diff(np.r_[tstarts, len(trecs)]))
+    ft_lists = [list(f) for f in fraud_times]
+    fcount = np.fromiter((len(f) for f in ft_lists), dtype=np.int64, count=q)
+    ftimes = np.fromiter((x for f in ft_lists for x in f), dtype=np.int64, count=int(fcount.sum()))
+    fgroup = np.repeat(g, fcount)
+    hi = qt - cfg.delay_days * day
+    tw = cfg.terminal_windows_days
+    fw = cfg.terminal_fraud_window_days
+    far = (cfg.delay_days + max(max(tw, default=0), fw)) * day + 1
+    tbase = min(
+        int(qt.min()) - far,
+        int(trecs["t"].min()) if len(trecs) else 0,
+        int(ftimes.min()) if len(ftimes) else 0,
+    )
+    tkey = np.sort(_keys(tgroup, trecs["t"], tbase))
+    fkey = np.sort(_keys(fgroup, ftimes, tbase))
+    hk = _keys(g, hi, tbase)
+    t_hi = np.searchsorted(tkey, hk, side="right")
+    f_hi = np.searchsorted(fkey, hk, side="right")
+    for w in tw:
+        t_lo = np.searchsorted(tkey, hk - w * day, side="right")
+        f_lo = np.searchsorted(fkey, hk - w * day, side="right")
+        count = (t_hi - t_lo).astype(np.float64)
+        cols[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = np.where(
+                count > 0, (f_hi - f_lo) / count, 0.0
+            )
+    if fw:
+        f_lo = np.searchsorted(fkey, hk - fw * day, side="right")
+        nb = f_hi - f_lo
+        ftime = (fkey & ((np.int64(1) << _GROUP_SHIFT) - 1)) + tbase
+        first = ftime[np.minimum(f_lo, max(len(ftime) - 1, 0))] if len(ftime) else qt
+        last = ftime[np.maximum(f_hi - 1, 0)] if len(ftime) else qt
+        cols[f"TERMINAL_ID_NB_FRAUD_{fw}DAY_WINDOW"] = nb.astype(np.float64)
+        cols[f"TERMINAL_ID_FIRST_FRAUD_AGE_{fw}DAY_WINDOW"] = np.where(
+            nb > 0, (qt - first) / day, np.nan
+        )
+        cols[f"TERMINAL_ID_LAST_FRAUD_AGE_{fw}DAY_WINDOW"] = np.where(
+            nb > 0, (qt - last) / day, np.nan
+        )
+    names = list(cols)
+    return [
+        dict(zip(names, row, strict=True))
+        for row in zip(*(cols[k].tolist() for k in names), strict=True)
+    ]
+
+
+def vector(features: Mapping[str, float], names: Iterable[str]) -> np.ndarray:
+    """Features as a float32 row in the model's column order."""
+    return np.fromiter((features[n] for n in names), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class HistoryRecords:
+    """A history frame as the online state stores it (`history_records`)."""
+
+    customers: dict[int, bytes]
+    terminals: dict[int, bytes]
+    #: terminal -> {transaction id: seconds} of its transactions labelled fraud
+    frauds: dict[int, dict[int, int]]
+    #: (transaction id, terminal, seconds) of every transaction, in time order
+    transactions: list[tuple[int, int, int]]
+    newest: int
+
+
+def _grouped_blobs(keys: np.ndarray, records: np.ndarray) -> dict[int, bytes]:
+    order = np.argsort(keys, kind="stable")  # keeps time order within an entity
+    k, r = keys[order], records[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.empty(0, int)
+    ends = np.r_[starts[1:], len(k)]
+    return {int(k[a]): r[a:b].tobytes() for a, b in zip(starts, ends, strict=True)}
+
+
+def history_records(history: pd.DataFrame) -> HistoryRecords:
+    """Per-entity records of a history frame (contract schema; TX_FRAUD where labels are known)."""
+    ordered = history.sort_values([schema.TX_DATETIME, schema.TRANSACTION_ID], kind="stable")
+    t = ordered[schema.TX_DATETIME].to_numpy(dtype="datetime64[s]").astype(np.int64)
+    ids = ordered[schema.TRANSACTION_ID].to_numpy(dtype=np.int64)
+    cust = ordered[schema.CUSTOMER_ID].to_numpy(dtype=np.int64)
+    term = ordered[schema.TERMINAL_ID].to_numpy(dtype=np.int64)
+    crec = np.empty(len(ordered), dtype=CUSTOMER_RECORD)
+    crec["t"], crec["amount"], crec["terminal"] = (
+        t,
+        ordered[schema.TX_AMOUNT].to_numpy(np.float64),
+        term,
+    )
+    trec = np.empty(len(ordered), dtype=TERMINAL_RECORD)
+    trec["t"], trec["id"] = t, ids
+    frauds: dict[int, dict[int, int]] = {}
+    if schema.TX_FRAUD in ordered.columns:
+        label = ordered[schema.TX_FRAUD].to_numpy(dtype=np.float64)
+        for i in np.flatnonzero(label == 1):
+            frauds.setdefault(int(term[i]), {})[int(ids[i])] = int(t[i])
+    return HistoryRecords(
+        customers=_grouped_blobs(cust, crec),
+        terminals=_grouped_blobs(term, trec),
+        frauds=frauds,
+        transactions=list(zip(ids.tolist(), term.tolist(), t.tolist(), strict=True)),
+        newest=int(t.max()) if len(t) else 0,
+    )
+
+
+class FeatureStore(Protocol):
+    """The online feature state behind the API: in-process (`OnlineFeatureState`) or shared
+    (`serving.feature_store.RedisFeatureStore`)."""
+
+    cfg: FeatureConfig
+
+    def seed(self, history: pd.DataFrame) -> None: ...
+
+    def features_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]: ...
+
+    def add_label(self, transaction_id: int, is_fraud: bool) -> bool: ...
+
+    def seen(self, transaction_id: int) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 class OnlineFeatureState:
-    """Per-customer and per-terminal windows kept in memory, updated one transaction at a time.
+    """The in-process feature state: per-entity records in memory (one process).
 
-    `features(tx)` returns the features of `tx` given everything observed before it and then
+    `features(tx)` returns the features of `tx` given everything recorded before it and then
     records `tx`. Fraud labels arrive separately (`add_label`) and count for terminal risk only
-    once the transaction is older than the delay, as offline. Transactions must arrive in time
-    order per entity (the payment stream's order); state older than the lookback is evicted.
+    once the transaction is older than the delay, as offline; a label that arrives before its
+    transaction is kept until the transaction does. State older than the lookback is evicted.
     """
+
+    #: Labels waiting for their transaction, at most (the oldest are dropped beyond).
+    MAX_PENDING_LABELS = 1_000_000
 
     def __init__(self, cfg: FeatureConfig) -> None:
         self.cfg = cfg
-        # customer -> (seconds, amount, was a high amount for that customer)
-        self._cust: dict[int, deque[tuple[int, float, bool]]] = {}
-        self._cust_last: dict[int, int] = {}
-        self._pair: dict[tuple[int, int], deque[int]] = {}
-        self._term: dict[int, deque[tuple[int, int]]] = {}
-        self._labels: dict[int, int] = {}
-        self._cust_keep = cfg.customer_keep_days
-        self._term_keep = cfg.terminal_keep_days
+        self._cust: dict[int, bytearray] = {}
+        self._term: dict[int, bytearray] = {}
+        self._frauds: dict[int, dict[int, int]] = {}
+        self._txs: dict[int, tuple[int, int]] = {}  # id -> (terminal, seconds)
+        self._order: deque[tuple[int, int]] = deque()  # (seconds, id), for eviction
+        self._pending: dict[int, bool] = {}
+        self._newest = 0
+        self._cust_keep = cfg.customer_keep_days * DAY_SECONDS
+        self._term_keep = cfg.terminal_keep_days * DAY_SECONDS
+        self._keep = cfg.lookback_days * DAY_SECONDS
 
     # -- state updates --------------------------------------------------------------------
-    def add_label(self, transaction_id: int, is_fraud: bool) -> None:
-        """Record a (late) fraud label."""
-        self._labels[int(transaction_id)] = int(bool(is_fraud))
+    def add_label(self, transaction_id: int, is_fraud: bool) -> bool:
+        """Record a (late) fraud label; False when the transaction has not arrived (yet)."""
+        tid = int(transaction_id)
+        known = self._txs.get(tid)
+        if known is None:
+            self._pending[tid] = bool(is_fraud)
+            if len(self._pending) > self.MAX_PENDING_LABELS:
+                del self._pending[next(iter(self._pending))]
+            return False
+        terminal, t = known
+        if is_fraud:
+            self._frauds.setdefault(terminal, {})[tid] = t
+        else:
+            self._frauds.get(terminal, {}).pop(tid, None)
+        return True
 
-    def _previous_amounts(self, c: int, t: int) -> list[float]:
-        """The customer's amounts in (t - history, t), before the current transaction."""
-        lo = t - self.cfg.history_window_days * DAY_SECONDS
-        return [a for (s, a, _) in self._cust.get(c, ()) if s > lo]
+    def seen(self, transaction_id: int) -> bool:
+        return int(transaction_id) in self._txs
 
-    def _is_high(self, amount: float, prev: list[float]) -> bool:
-        ratio = amount_ratio(amount, math.fsum(prev), len(prev))
-        return bool(ratio > self.cfg.high_amount_ratio)  # NaN (no history) is not high
+    def _record(self, tid: int, t: int, c: int, term: int, amount: float) -> None:
+        cb = self._cust.get(c)
+        if cb is None:
+            cb = self._cust[c] = bytearray()
+        cb += _PACK_CUSTOMER(t, amount, term)
+        tb = self._term.get(term)
+        if tb is None:
+            tb = self._term[term] = bytearray()
+        tb += _PACK_TERMINAL(t, tid)
+        self._txs[tid] = (term, t)
+        self._order.append((t, tid))
+        if self._pending and self._pending.pop(tid, False):
+            self._frauds.setdefault(term, {})[tid] = t
+        if t > self._newest:
+            self._newest = t
+            self._evict()
+        self._trim(cb, CUSTOMER_RECORD.itemsize, t - self._cust_keep)
+        self._trim(tb, TERMINAL_RECORD.itemsize, t - self._term_keep)
 
-    def observe(self, tx: Transaction, *, high: bool | None = None) -> None:
-        """Record a transaction without computing its features (seeding from history)."""
-        t = _seconds(tx.tx_datetime)
-        c, term = int(tx.customer_id), int(tx.terminal_id)
-        amount = float(tx.amount)
-        if high is None:
-            high = self.cfg.high_amount_feature and self._is_high(
-                amount, self._previous_amounts(c, t)
-            )
-        cq = self._cust.setdefault(c, deque())
-        cq.append((t, amount, high))
-        _evict(cq, t - self._cust_keep * DAY_SECONDS)
-        self._cust_last[c] = t
-        if self.cfg.history_window_days:
-            pq = self._pair.setdefault((c, term), deque())
-            pq.append(t)
-            while pq and pq[0] <= t - self.cfg.history_window_days * DAY_SECONDS:
-                pq.popleft()
-        tq = self._term.setdefault(term, deque())
-        tq.append((t, int(tx.transaction_id)))
-        _evict(tq, t - self._term_keep * DAY_SECONDS)
+    @staticmethod
+    def _trim(blob: bytearray, itemsize: int, cutoff: int) -> None:
+        # Trim in chunks: only once the 16th record is stale (most calls read 8 bytes).
+        at = 16 * itemsize
+        if len(blob) > at and int.from_bytes(blob[at : at + 8], "little", signed=True) <= cutoff:
+            k = leading_stale(blob, itemsize, cutoff)
+            if k:
+                del blob[: k * itemsize]
+
+    def _evict(self) -> None:
+        horizon = self._newest - self._keep
+        order, txs = self._order, self._txs
+        while order and order[0][0] <= horizon:
+            _, tid = order.popleft()
+            known = txs.pop(tid, None)
+            if known is not None:
+                fr = self._frauds.get(known[0])
+                if fr is not None and fr.pop(tid, None) is not None and not fr:
+                    del self._frauds[known[0]]
+
+    def observe(self, tx: Transaction) -> None:
+        """Record a transaction without computing its features."""
+        self._record(
+            int(tx.transaction_id),
+            tx_seconds(tx.tx_datetime),
+            int(tx.customer_id),
+            int(tx.terminal_id),
+            float(tx.amount),
+        )
 
     def seed(self, history: pd.DataFrame) -> None:
         """Load recent history (contract schema, with TX_FRAUD where labels are known)."""
-        ordered = history.sort_values([schema.TX_DATETIME, schema.TRANSACTION_ID], kind="stable")
-        for row in ordered.itertuples(index=False):
-            self.observe(
-                Transaction(
-                    getattr(row, schema.TRANSACTION_ID),
-                    getattr(row, schema.TX_DATETIME),
-                    getattr(row, schema.CUSTOMER_ID),
-                    getattr(row, schema.TERMINAL_ID),
-                    getattr(row, schema.TX_AMOUNT),
-                )
-            )
-        if schema.TX_FRAUD in ordered.columns:
-            for tid, label in zip(
-                ordered[schema.TRANSACTION_ID], ordered[schema.TX_FRAUD], strict=True
-            ):
-                if not pd.isna(label):
-                    self._labels[int(tid)] = int(label)
+        rec = history_records(history)
+        for c, blob in rec.customers.items():
+            self._cust.setdefault(c, bytearray()).extend(blob)
+        for term, blob in rec.terminals.items():
+            self._term.setdefault(term, bytearray()).extend(blob)
+        for term, fr in rec.frauds.items():
+            self._frauds.setdefault(term, {}).update(fr)
+        for tid, term, t in rec.transactions:
+            self._txs[tid] = (term, t)
+            self._order.append((t, tid))
+        self._newest = max(self._newest, rec.newest)
+        self._evict()
 
     # -- features ---------------------------------------------------------------------------
     def features(self, tx: Transaction, *, update: bool = True) -> dict[str, float]:
         """The features of `tx` (computed before recording it when `update` is true)."""
-        cfg = self.cfg
-        ts = pd.Timestamp(tx.tx_datetime)
-        t = _seconds(tx.tx_datetime)
-        amount = float(tx.amount)
-        c, term = int(tx.customer_id), int(tx.terminal_id)
-        f: dict[str, float] = {
-            schema.TX_AMOUNT: amount,
-            "TX_DURING_WEEKEND": weekend_flag(ts.weekday()),
-            "TX_DURING_NIGHT": night_flag(ts.hour, cfg.night_end_hour),
-        }
-        cq = self._cust.get(c, deque())
-        high = False
-        for w in cfg.customer_windows_days:
-            lo = t - w * DAY_SECONDS
-            amounts = [a for (s, a, _) in cq if s > lo] + [amount]
-            f[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = float(len(amounts))
-            f[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = math.fsum(amounts) / len(amounts)
-        if cfg.history_window_days:
-            h = cfg.history_window_days
-            lo = t - h * DAY_SECONDS
-            prev = self._previous_amounts(c, t)
-            # Same summation as offline: exact sums rounded once (fsum), then float64 algebra.
-            psum, psq = math.fsum(prev), math.fsum(a * a for a in prev)
-            ratio = amount_ratio(amount, psum, len(prev))
-            f[f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY"] = ratio
-            f[f"CUSTOMER_ID_AMOUNT_ZSCORE_{h}DAY"] = amount_zscore(
-                amount, psum, psq, len(prev), cfg.zscore_min_std
-            )
-            last = self._cust_last.get(c)
-            f["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] = (
-                (t - last) / 3600.0 if last is not None else math.nan
-            )
-            pq = self._pair.get((c, term), deque())
-            f[f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY"] = float(sum(1 for s in pq if s > lo))
-            if cfg.high_amount_feature:
-                hw = cfg.high_amount_window_days
-                hlo = t - hw * DAY_SECONDS
-                f[f"CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_{hw}DAY"] = float(
-                    sum(1 for (s, _, was_high) in cq if s > hlo and was_high)
-                )
-                high = bool(ratio > cfg.high_amount_ratio)
-        tq = self._term.get(term, deque())
-        hi = t - cfg.delay_days * DAY_SECONDS
-        for w in cfg.terminal_windows_days:
-            lo = hi - w * DAY_SECONDS
-            ids = [i for (s, i) in tq if lo < s <= hi]
-            frauds = sum(self._labels.get(i, 0) for i in ids)
-            f[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = float(len(ids))
-            f[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = safe_ratio(frauds, len(ids))
-        if cfg.terminal_fraud_window_days:
-            w = cfg.terminal_fraud_window_days
-            lo = hi - w * DAY_SECONDS
-            fraud_times = [s for (s, i) in tq if lo < s <= hi and self._labels.get(i, 0) == 1]
-            f[f"TERMINAL_ID_NB_FRAUD_{w}DAY_WINDOW"] = float(len(fraud_times))
-            f[f"TERMINAL_ID_FIRST_FRAUD_AGE_{w}DAY_WINDOW"] = (
-                (t - fraud_times[0]) / DAY_SECONDS if fraud_times else math.nan
-            )
-            f[f"TERMINAL_ID_LAST_FRAUD_AGE_{w}DAY_WINDOW"] = (
-                (t - fraud_times[-1]) / DAY_SECONDS if fraud_times else math.nan
-            )
         if update:
-            self.observe(tx, high=high)
-        return f
+            return self.features_many([tx], check_duplicates=False)[0]
+        return self._compute([tx])[0]
+
+    def _compute(self, txs: Sequence[Transaction]) -> list[dict[str, float]]:
+        cust, term, fr = self._cust, self._term, self._frauds
+        if len(txs) == 1:
+            tx = txs[0]
+            cb = cust.get(int(tx.customer_id))
+            tb = term.get(int(tx.terminal_id))
+            fd = fr.get(int(tx.terminal_id))
+            return [
+                online_features(
+                    self.cfg,
+                    tx_seconds(tx.tx_datetime),
+                    float(tx.amount),
+                    int(tx.terminal_id),
+                    np.frombuffer(cb, dtype=CUSTOMER_RECORD) if cb else _EMPTY_CUSTOMER,
+                    np.frombuffer(tb, dtype=TERMINAL_RECORD)["t"] if tb else _EMPTY_TIMES,
+                    np.fromiter(fd.values(), dtype=np.int64, count=len(fd)) if fd else _EMPTY_TIMES,
+                )
+            ]
+        cs = {int(tx.customer_id) for tx in txs}
+        ts = {int(tx.terminal_id) for tx in txs}
+        pending = self._pending
+        return batch_features(
+            self.cfg,
+            txs,
+            {c: cust[c] for c in cs if c in cust},
+            {t: term[t] for t in ts if t in term},
+            {t: fr[t].values() for t in ts if t in fr},
+            {int(tx.transaction_id): True for tx in txs if pending.get(int(tx.transaction_id))}
+            if pending
+            else None,
+        )
+
+    def features_many(
+        self, txs: Sequence[Transaction], *, check_duplicates: bool = True
+    ) -> list[dict[str, float]]:
+        """Features of each transaction in order, each recorded before the next; refuses the
+        whole list (recording nothing) if an id was already seen or repeats."""
+        if check_duplicates:
+            ids = [int(tx.transaction_id) for tx in txs]
+            dup = [i for i in ids if i in self._txs]
+            if dup or len(set(ids)) != len(ids):
+                seen: set[int] = set()
+                dup += [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+                raise DuplicateTransactionError(dup)
+        out = self._compute(txs)
+        for tx in txs:
+            self.observe(tx)
+        return out
+
+    def close(self) -> None:
+        pass
 
     def vector(self, features: Mapping[str, float], names: Iterable[str]) -> np.ndarray:
         """Features as a float32 row in the model's column order."""
-        return np.fromiter((features[n] for n in names), dtype=np.float32)
+        return vector(features, names)
 
 
-def _evict(q: deque[Any], older_or_equal: int) -> None:
-    while q and q[0][0] <= older_or_equal:
-        q.popleft()
+_EMPTY_CUSTOMER = np.empty(0, dtype=CUSTOMER_RECORD)

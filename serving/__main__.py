@@ -14,21 +14,35 @@ def main() -> None:
     )
     parser.add_argument("--host", default=os.environ.get("FRAUD_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("FRAUD_PORT", "8000")))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("FRAUD_WORKERS", "1")),
+        help="uvicorn worker processes; more than one needs a shared feature state "
+        "(FRAUD_FEATURE_STORE=redis://...)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("FRAUD_LOG_LEVEL", "warning"))
     args = parser.parse_args()
+    store = os.environ.get("FRAUD_FEATURE_STORE", "memory")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and store == "memory":
+        parser.error(
+            "--workers > 1 needs a shared feature state: each worker would see only part of "
+            "every customer's history. Set FRAUD_FEATURE_STORE=redis://host:6379/0."
+        )
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Fail over to the cached model in about a second when the registry is down, instead of
     # MLflow's default 7 retries with backoff (minutes, during which /health would not answer).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    # One worker: the online feature state lives in the process (several replicas need a shared
-    # state backend; see docs/serving.md).
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
+        workers=args.workers,
         log_level=args.log_level,
         access_log=False,
     )

@@ -21,6 +21,7 @@ import xgboost as xgb
 
 from fraud import registry
 from fraud.features import FeatureConfig
+from serving.predictor import Predictor
 
 log = logging.getLogger("serving.model")
 
@@ -42,6 +43,10 @@ class ServingModel:
     history: pd.DataFrame
     lineage: dict[str, Any] = field(default_factory=dict)
     source: str = "registry"  # or "cache"
+    predictor: Predictor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.predictor = Predictor(self.booster, len(self.features))
 
 
 def _load_dir(d: Path, meta: dict[str, Any], source: str) -> ServingModel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraud import registry
@@ -25,8 +25,14 @@ class ServingSettings(BaseSettings):
     model_version: str | None = None
     #: Where the last loaded model is cached, for start-up when the registry is unreachable.
     model_cache_dir: Path = Path(".cache/serving/model")
-    #: Append-only SQLite prediction log (WAL mode).
-    prediction_log: Path = Path(".cache/serving/predictions.sqlite")
+    #: Append-only prediction log: a SQLite file path (WAL mode, the embedded default) or a
+    #: PostgreSQL URL (`postgresql://user@host:5432/db`) for several replicas.
+    prediction_log: str = ".cache/serving/predictions.sqlite"
+    #: Online feature state: `memory` (in the process, the embedded default; one worker) or a
+    #: Redis URL (`redis://host:6379/0`) shared by every worker and replica.
+    feature_store: str = "memory"
+    #: Key prefix of the feature state in Redis (one per deployment sharing a Redis).
+    redis_prefix: str = "fraud"
     #: Largest number of transactions in one /predict/batch call.
     max_batch: int = Field(1000, ge=1, le=100_000)
     #: Largest request body, bytes.
@@ -39,3 +45,8 @@ class ServingSettings(BaseSettings):
     contributions_by_default: bool = False
     #: Number of top feature contributions returned.
     top_contributions: int = Field(5, ge=1, le=50)
+
+    @field_validator("prediction_log", mode="before")
+    @classmethod
+    def _path_as_text(cls, v: object) -> object:
+        return str(v) if isinstance(v, Path) else v

@@ -39,12 +39,21 @@ def _transactions(df: pd.DataFrame) -> list[Transaction]:
     ]
 
 
-def replay(state: OnlineFeatureState, df: pd.DataFrame, labels: bool = True) -> pd.DataFrame:
-    """Online features of every row of `df`, in its order (labels of `df` added up front)."""
+def replay(
+    state: OnlineFeatureState, df: pd.DataFrame, labels: bool = True, batch: int = 1
+) -> pd.DataFrame:
+    """Online features of every row of `df`, in its order (labels of `df` added up front),
+    one transaction at a time (`online_features`) or in batches (`batch_features`)."""
     if labels and schema.TX_FRAUD in df.columns:
         for tid, y in zip(df[schema.TRANSACTION_ID], df[schema.TX_FRAUD], strict=True):
             state.add_label(int(tid), bool(y))
-    rows = [state.features(tx) for tx in _transactions(df)]
+    txs = _transactions(df)
+    if batch == 1:
+        rows = [state.features(tx) for tx in txs]
+    else:
+        rows = []
+        for start in range(0, len(txs), batch):
+            rows += state.features_many(txs[start : start + batch])
     return pd.DataFrame(rows, index=df.index)
 
 
@@ -63,10 +72,25 @@ def assert_parity(offline: pd.DataFrame, online: pd.DataFrame, names: list[str])
 ZSCORE = "CUSTOMER_ID_AMOUNT_ZSCORE_30DAY"
 
 
-@pytest.fixture(scope="module")
-def full_replay(period: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+@pytest.fixture(scope="module", params=[1, 250], ids=["one-at-a-time", "batches-of-250"])
+def full_replay(
+    request: pytest.FixtureRequest, period: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     cfg = FeatureConfig()
-    return compute_features(period, cfg), replay(OnlineFeatureState(cfg), period)
+    return compute_features(period, cfg), replay(
+        OnlineFeatureState(cfg), period, batch=request.param
+    )
+
+
+def test_batches_split_into_waves_of_independent_transactions(period: pd.DataFrame) -> None:
+    """Batches with repeated customers and terminals take several waves (the replay above
+    exercises the within-batch dependencies)."""
+    from fraud.features import _wave_numbers
+
+    head = period.iloc[:250]
+    waves = _wave_numbers(head[schema.CUSTOMER_ID].tolist(), head[schema.TERMINAL_ID].tolist())
+    assert max(waves) >= 2
+    assert _wave_numbers([1, 2, 1, 3], [5, 6, 7, 6]) == [0, 0, 1, 1]
 
 
 def test_online_replay_computes_every_feature_and_exercises_every_case(
@@ -98,10 +122,11 @@ def test_online_state_seeded_from_history_matches_offline_features(period: pd.Da
         period[period[schema.TX_DATETIME] >= cut],
     )
     assert len(history) > 5_000 and len(rest) > 5_000
-    state = OnlineFeatureState(cfg)
-    state.seed(history)
-    online = replay(state, rest)
-    assert_parity(offline.loc[rest.index], online, cfg.feature_names())
+    for batch in (1, 400):
+        state = OnlineFeatureState(cfg)
+        state.seed(history)
+        online = replay(state, rest, batch=batch)
+        assert_parity(offline.loc[rest.index], online, cfg.feature_names())
 
 
 def test_handbook_feature_set_has_parity_too(period: pd.DataFrame) -> None:
@@ -112,9 +137,9 @@ def test_handbook_feature_set_has_parity_too(period: pd.DataFrame) -> None:
         delay_days=2,
     )
     head = period.iloc[:6_000]
-    assert_parity(
-        compute_features(head, cfg), replay(OnlineFeatureState(cfg), head), cfg.feature_names()
-    )
+    for batch in (1, 100):
+        online = replay(OnlineFeatureState(cfg), head, batch=batch)
+        assert_parity(compute_features(head, cfg), online, cfg.feature_names())
 
 
 def test_unlabelled_online_state_matches_unlabelled_offline_features(period: pd.DataFrame) -> None:
@@ -160,6 +185,9 @@ def test_zero_delay_terminal_features_have_parity() -> None:
     cfg = FeatureConfig(delay_days=0)
     offline = compute_features(rows, cfg)
     online = replay(OnlineFeatureState(cfg), rows)
+    # In one batch, the second depends on the first through the terminal (and its label).
+    batched = replay(OnlineFeatureState(cfg), rows, batch=2)
+    pd.testing.assert_frame_equal(batched, online)
     # The first transaction has nothing before it on its terminal: no count, no risk.
     assert online["TERMINAL_ID_NB_TX_1DAY_WINDOW"].tolist() == [0.0, 1.0]
     assert online["TERMINAL_ID_RISK_1DAY_WINDOW"].tolist() == [0.0, 1.0]

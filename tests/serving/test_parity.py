@@ -30,6 +30,7 @@ from fraud import schema
 from fraud.features import FeatureConfig, compute_features
 from fraud.predictions import PREDICTIONS_TABLE
 from pipelines.stages import feature_history
+from tests.serving.redis_server import redis_server
 
 UNREACHABLE = "http://127.0.0.1:9"
 FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
@@ -88,7 +89,20 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def replay(pipeline_repo, raw_transactions, module_servers, tmp_path_factory) -> Replay:
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    with redis_server(tmp_path_factory.mktemp("parity-redis")) as url:
+        yield url
+
+
+#: The in-process state on one worker, and the Redis state shared by two workers.
+STORES = {
+    "memory-1-worker": {},
+    "redis-2-workers": {"FRAUD_WORKERS": "2", "FRAUD_REDIS_PREFIX": "parity"},
+}
+
+
+@pytest.fixture(scope="module", params=list(STORES))
+def replay(request, pipeline_repo, raw_transactions, module_servers, tmp_path_factory) -> Replay:
     repo = pipeline_repo.path
     info = json.loads((repo / "models/train_info.json").read_text())
     cfg = FeatureConfig.model_validate(info["feature_config"])
@@ -104,7 +118,10 @@ def replay(pipeline_repo, raw_transactions, module_servers, tmp_path_factory) ->
 
     cache = tmp_path_factory.mktemp("parity") / "model-cache"
     build_model_cache(repo, cache, history)
-    server = module_servers.start(UNREACHABLE, cache_dir=cache, env=FAIL_FAST)
+    env = {**FAIL_FAST, **STORES[request.param]}
+    if request.param.startswith("redis"):
+        env["FRAUD_FEATURE_STORE"] = request.getfixturevalue("redis_url")
+    server = module_servers.start(UNREACHABLE, cache_dir=cache, env=env)
     ready = server.wait_ready()
 
     # Frauds whose label the history does not have yet, in the order they become known.
@@ -114,8 +131,10 @@ def replay(pipeline_repo, raw_transactions, module_servers, tmp_path_factory) ->
     pending = pending.sort_values(schema.TX_DATETIME)
     sent: list[int] = []
     responses: list[dict[str, Any]] = []
-    with server.client() as c:
+    # Two connections, used in turn: with two workers, each gets some of the batches.
+    with server.client() as c0, server.client() as c1:
         for i in range(0, len(period), CHUNK):
+            c = (c0, c1)[(i // CHUNK) % 2]
             chunk = period.iloc[i : i + CHUNK]
             horizon = chunk[schema.TX_DATETIME].max() - delay
             for row in pending[pending[schema.TX_DATETIME] <= horizon].itertuples(index=False):

@@ -1,0 +1,359 @@
+"""The online feature state in Redis, shared by every worker and replica of the API.
+
+It stores the same raw records as the in-process `fraud.features.OnlineFeatureState`, in the
+same binary layout, and computes features with the same function (`online_features`): only
+where the records live differs.
+
+Keys (`{prefix}` is `FRAUD_REDIS_PREFIX`, default `fraud`):
+
+* `{prefix}:c:{customer}`: the customer's recent transactions, CUSTOMER_RECORD bytes appended;
+* `{prefix}:t:{terminal}`: the terminal's recent transactions, TERMINAL_RECORD bytes appended;
+* `{prefix}:f:{terminal}`: hash {transaction id: seconds} of its transactions labelled fraud;
+* `{prefix}:x:{transaction}`: "terminal seconds" of every recent transaction (duplicates,
+  and which terminal a late label belongs to);
+* `{prefix}:l:{transaction}`: a label that arrived before its transaction;
+* `{prefix}:seeded`: set once the history published with the model has been loaded.
+
+One Lua script per transaction, one round trip: it refuses a repeated id, drops the records
+older than the lookback from the front, returns the customer's and terminal's records and the
+terminal's fraud times, and appends the new transaction; all atomically, so concurrent workers
+each see every transaction that was recorded before theirs. Keys also expire `lookback_days`
+(wall clock) after their last write. Needs one Redis (not Redis Cluster: the scripts touch
+keys of several entities).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import redis
+
+from fraud.features import (
+    CUSTOMER_RECORD,
+    DAY_SECONDS,
+    TERMINAL_RECORD,
+    DuplicateTransactionError,
+    FeatureConfig,
+    Transaction,
+    batch_features,
+    customer_record,
+    history_records,
+    online_features,
+    terminal_record,
+    tx_seconds,
+)
+
+log = logging.getLogger("serving.feature_store")
+
+# The records of `key` after dropping those at or before `cutoff` from the front (rewriting the
+# key when some were), always keeping the last one: it carries the time of the previous
+# transaction.
+_FRESH = """
+local function fresh(key, cutoff, size)
+  local v = redis.call('GET', key)
+  if not v then return '' end
+  local n = #v
+  local off = 0
+  while off + size < n and struct.unpack('<i8', v, off + 1) <= cutoff do off = off + size end
+  if off > 0 then
+    v = string.sub(v, off + 1)
+    redis.call('SET', key, v, 'KEEPTTL')
+  end
+  return v
+end
+"""
+
+# KEYS: customer, terminal, terminal frauds, transaction, early label
+# ARGV: customer record, terminal record, "terminal seconds", ttl, customer cutoff,
+#       terminal cutoff, transaction id, seconds, record (1) or only read (0)
+_RECORD = (
+    _FRESH
+    + """
+local record = ARGV[9] == '1'
+if record then
+  if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'EX', ARGV[4]) then return false end
+end
+local c = fresh(KEYS[1], tonumber(ARGV[5]), 24)
+local t = fresh(KEYS[2], tonumber(ARGV[6]), 16)
+local f = redis.call('HVALS', KEYS[3])
+if record then
+  redis.call('APPEND', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('APPEND', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  local label = redis.call('GET', KEYS[5])
+  if label then
+    redis.call('DEL', KEYS[5])
+    if label == '1' then
+      redis.call('HSET', KEYS[3], ARGV[7], ARGV[8])
+      redis.call('EXPIRE', KEYS[3], ARGV[4])
+    end
+  end
+end
+return {c, t, f}
+"""
+)
+
+# A batch in one script. KEYS: the batch's distinct customers, distinct terminals, their fraud
+# hashes (same order), then each transaction's key and early-label key.
+# ARGV: #customers, #terminals, #transactions, ttl, customer cutoff, terminal cutoff, then per
+# transaction: customer index, terminal index, customer record, terminal record,
+# "terminal seconds", transaction id, seconds.
+_BATCH = (
+    _FRESH
+    + """
+local nc, nt, nx = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl = ARGV[4]
+local xk, lk = 2 * nt + nc, 2 * nt + nc + nx
+local dups = {}
+for i = 1, nx do
+  if redis.call('EXISTS', KEYS[xk + i]) == 1 then dups[#dups + 1] = i end
+end
+if #dups > 0 then return {0, dups} end
+local cust, term, frauds, labels = {}, {}, {}, {}
+for i = 1, nc do cust[i] = fresh(KEYS[i], tonumber(ARGV[5]), 24) end
+for i = 1, nt do
+  term[i] = fresh(KEYS[nc + i], tonumber(ARGV[6]), 16)
+  frauds[i] = redis.call('HVALS', KEYS[nc + nt + i])
+end
+for i = 1, nx do
+  local a = 6 + (i - 1) * 7
+  local ci, ti = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  redis.call('SET', KEYS[xk + i], ARGV[a + 5], 'EX', ttl)
+  redis.call('APPEND', KEYS[ci], ARGV[a + 3])
+  redis.call('APPEND', KEYS[nc + ti], ARGV[a + 4])
+  local label = redis.call('GET', KEYS[lk + i])
+  labels[i] = label or ''
+  if label then
+    redis.call('DEL', KEYS[lk + i])
+    if label == '1' then
+      redis.call('HSET', KEYS[nc + nt + ti], ARGV[a + 6], ARGV[a + 7])
+      redis.call('EXPIRE', KEYS[nc + nt + ti], ttl)
+    end
+  end
+end
+for i = 1, nc + nt do redis.call('EXPIRE', KEYS[i], ttl) end
+return {1, cust, term, frauds, labels}
+"""
+)
+
+# KEYS: transaction, early label; ARGV: label (0/1), ttl, frauds key prefix, transaction id
+_LABEL = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  return 0
+end
+local terminal, seconds = string.match(v, '(%S+) (%S+)')
+local frauds = ARGV[3] .. terminal
+if ARGV[1] == '1' then
+  redis.call('HSET', frauds, ARGV[4], seconds)
+  redis.call('EXPIRE', frauds, ARGV[2])
+else
+  redis.call('HDEL', frauds, ARGV[4])
+end
+return 1
+"""
+
+
+class RedisFeatureStore:
+    """`fraud.features.FeatureStore` in Redis (see the module docstring)."""
+
+    #: Seconds a worker waits for another one to finish seeding.
+    SEED_WAIT_SECONDS = 300.0
+
+    def __init__(self, url: str, cfg: FeatureConfig, *, prefix: str = "fraud") -> None:
+        self.cfg = cfg
+        self.url = url
+        self.prefix = prefix
+        self.r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            self.r.ping()
+        except redis.RedisError as e:
+            raise RuntimeError(f"feature store: cannot reach Redis at {_safe(url)}: {e}") from e
+        self._record = self.r.register_script(_RECORD)
+        self._label = self.r.register_script(_LABEL)
+        self._batch = self.r.register_script(_BATCH)
+        self._ttl = max(cfg.lookback_days, 1) * DAY_SECONDS
+        self._cust_keep = cfg.customer_keep_days * DAY_SECONDS
+        self._term_keep = cfg.terminal_keep_days * DAY_SECONDS
+
+    def _keys(self, tx: Transaction) -> list[str]:
+        p = self.prefix
+        return [
+            f"{p}:c:{int(tx.customer_id)}",
+            f"{p}:t:{int(tx.terminal_id)}",
+            f"{p}:f:{int(tx.terminal_id)}",
+            f"{p}:x:{int(tx.transaction_id)}",
+            f"{p}:l:{int(tx.transaction_id)}",
+        ]
+
+    # -- seeding ----------------------------------------------------------------------------
+    def seed(self, history: pd.DataFrame) -> None:
+        """Load the history once per store: the first worker loads it, the others wait."""
+        done, lock = f"{self.prefix}:seeded", f"{self.prefix}:seeding"
+        if self.r.exists(done):
+            return
+        if self.r.set(lock, "1", nx=True, ex=int(self.SEED_WAIT_SECONDS)):
+            try:
+                started = time.perf_counter()
+                n = self._load(history)
+                self.r.set(done, str(n))
+                log.warning(
+                    "feature store: seeded %d transactions into Redis in %.1f s",
+                    n,
+                    time.perf_counter() - started,
+                )
+            finally:
+                self.r.delete(lock)
+            return
+        deadline = time.monotonic() + self.SEED_WAIT_SECONDS
+        while not self.r.exists(done):
+            if time.monotonic() > deadline:
+                raise RuntimeError("feature store: timed out waiting for another worker to seed")
+            time.sleep(0.2)
+
+    def _load(self, history: pd.DataFrame) -> int:
+        rec = history_records(history)
+        p, ttl = self.prefix, self._ttl
+        pipe = self.r.pipeline(transaction=False)
+
+        def flush(force: bool = False) -> None:
+            if force or len(pipe) >= 5_000:
+                pipe.execute()
+
+        for c, blob in rec.customers.items():
+            pipe.append(f"{p}:c:{c}", blob)
+            pipe.expire(f"{p}:c:{c}", ttl)
+            flush()
+        for term, blob in rec.terminals.items():
+            pipe.append(f"{p}:t:{term}", blob)
+            pipe.expire(f"{p}:t:{term}", ttl)
+            flush()
+        for term, frauds in rec.frauds.items():
+            pipe.hset(f"{p}:f:{term}", mapping={str(k): str(v) for k, v in frauds.items()})
+            pipe.expire(f"{p}:f:{term}", ttl)
+            flush()
+        for tid, term, t in rec.transactions:
+            pipe.set(f"{p}:x:{tid}", f"{term} {t}", ex=ttl)
+            flush()
+        flush(force=True)
+        return len(rec.transactions)
+
+    # -- features ---------------------------------------------------------------------------
+    def _features_from(self, tx: Transaction, t: int, reply: list[bytes]) -> dict[str, float]:
+        cust, term, frauds = reply
+        return online_features(
+            self.cfg,
+            t,
+            float(tx.amount),
+            int(tx.terminal_id),
+            np.frombuffer(cust, dtype=CUSTOMER_RECORD),
+            np.frombuffer(term, dtype=TERMINAL_RECORD)["t"],
+            np.array([int(v) for v in frauds], dtype=np.int64),
+        )
+
+    def _args(self, tx: Transaction, t: int, record: bool) -> list[bytes | str | int | float]:
+        return [
+            customer_record(t, float(tx.amount), int(tx.terminal_id)),
+            terminal_record(t, int(tx.transaction_id)),
+            f"{int(tx.terminal_id)} {t}",
+            self._ttl,
+            t - self._cust_keep,
+            t - self._term_keep,
+            int(tx.transaction_id),
+            t,
+            1 if record else 0,
+        ]
+
+    def features(self, tx: Transaction, *, update: bool = True) -> dict[str, float]:
+        t = tx_seconds(tx.tx_datetime)
+        reply = self._record(keys=self._keys(tx), args=self._args(tx, t, update))
+        if reply is None:
+            raise DuplicateTransactionError([int(tx.transaction_id)])
+        return self._features_from(tx, t, reply)
+
+    def features_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]:
+        """Each transaction's features in order, as if recorded one after the other, in one
+        round trip and one atomic script: a batch with an id already seen records nothing."""
+        if len(txs) == 1:
+            return [self.features(txs[0])]
+        ids = [int(tx.transaction_id) for tx in txs]
+        if len(set(ids)) != len(ids):
+            seen: set[int] = set()
+            raise DuplicateTransactionError(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        p = self.prefix
+        times = [tx_seconds(tx.tx_datetime) for tx in txs]
+        customers = list(dict.fromkeys(int(tx.customer_id) for tx in txs))
+        terminals = list(dict.fromkeys(int(tx.terminal_id) for tx in txs))
+        ci = {c: i for i, c in enumerate(customers, start=1)}
+        ti = {t: i for i, t in enumerate(terminals, start=1)}
+        keys = (
+            [f"{p}:c:{c}" for c in customers]
+            + [f"{p}:t:{t}" for t in terminals]
+            + [f"{p}:f:{t}" for t in terminals]
+            + [f"{p}:x:{i}" for i in ids]
+            + [f"{p}:l:{i}" for i in ids]
+        )
+        args: list[bytes | str | int | float] = [
+            len(customers),
+            len(terminals),
+            len(txs),
+            self._ttl,
+            min(times) - self._cust_keep,
+            min(times) - self._term_keep,
+        ]
+        for tx, t in zip(txs, times, strict=True):
+            c, term = int(tx.customer_id), int(tx.terminal_id)
+            args += [
+                ci[c],
+                ti[term],
+                customer_record(t, float(tx.amount), term),
+                terminal_record(t, int(tx.transaction_id)),
+                f"{term} {t}",
+                int(tx.transaction_id),
+                t,
+            ]
+        reply = self._batch(keys=keys, args=args)
+        if reply[0] == 0:
+            raise DuplicateTransactionError(ids[i - 1] for i in reply[1])
+        _, cust, term_blobs, frauds, labels = reply
+        return batch_features(
+            self.cfg,
+            txs,
+            dict(zip(customers, cust, strict=True)),
+            dict(zip(terminals, term_blobs, strict=True)),
+            {t: [int(v) for v in f] for t, f in zip(terminals, frauds, strict=True) if f},
+            {i: True for i, lab in zip(ids, labels, strict=True) if lab == b"1"},
+        )
+
+    # -- labels -----------------------------------------------------------------------------
+    def add_label(self, transaction_id: int, is_fraud: bool) -> bool:
+        tid = int(transaction_id)
+        p = self.prefix
+        known = self._label(
+            keys=[f"{p}:x:{tid}", f"{p}:l:{tid}"],
+            args=[1 if is_fraud else 0, self._ttl, f"{p}:f:", tid],
+        )
+        return bool(known)
+
+    def seen(self, transaction_id: int) -> bool:
+        return bool(self.r.exists(f"{self.prefix}:x:{int(transaction_id)}"))
+
+    def close(self) -> None:
+        self.r.close()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
