@@ -787,6 +787,8 @@ class FeatureStore(Protocol):
 
     def features_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]: ...
 
+    async def afeatures_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]: ...
+
     def add_label(self, transaction_id: int, is_fraud: bool) -> bool: ...
 
     def seen(self, transaction_id: int) -> bool: ...
@@ -958,6 +960,10 @@ class OnlineFeatureState:
         for tx in txs:
             self.observe(tx)
         return out
+
+    async def afeatures_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]:
+        """`features_many` for asyncio callers (the in-process state never waits)."""
+        return self.features_many(txs)
 
     def close(self) -> None:
         pass

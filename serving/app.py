@@ -210,14 +210,14 @@ def _contributions(
     return out
 
 
-def score_transactions(
+async def score_transactions(
     rt: Runtime, records: list[TransactionRecord], explain: bool
 ) -> list[dict[str, Any]]:
     """Features, scores, log and state update for a list of transactions (in order); the
     predictions as JSON-ready dicts (the `Prediction` schema)."""
     model, state = rt.require_model()
     try:
-        feats = state.features_many([_tx(r) for r in records])
+        feats = await state.afeatures_many([_tx(r) for r in records])
     except DuplicateTransactionError as e:
         raise HTTPException(
             409, detail={"error": "duplicate TRANSACTION_ID", "ids": e.ids[:20]}
@@ -428,7 +428,9 @@ class FastPredict:
             await self.app(scope, _replay(body), send)
             return
         try:
-            pred = score_transactions(self.rt, [tx], self.rt.settings.contributions_by_default)[0]
+            pred = (
+                await score_transactions(self.rt, [tx], self.rt.settings.contributions_by_default)
+            )[0]
             status, content = 200, pred
         except HTTPException as e:
             status, content = e.status_code, {"detail": e.detail}
@@ -566,7 +568,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """Score one raw transaction."""
         tx = await _parse_body(request, TransactionRecord)
         return _json_response(  # type: ignore[return-value]
-            score_transactions(rt, [tx], explain or settings.contributions_by_default)[0]
+            (await score_transactions(rt, [tx], explain or settings.contributions_by_default))[0]
         )
 
     @app.post("/predict/batch", response_model=BatchResponse, response_model_exclude_none=True)
@@ -582,7 +584,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             )
         return _json_response(  # type: ignore[return-value]
             {
-                "predictions": score_transactions(
+                "predictions": await score_transactions(
                     rt, batch.transactions, explain or settings.contributions_by_default
                 )
             }

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import redis
+import redis.asyncio as aioredis
 
 from fraud.features import (
     CUSTOMER_RECORD,
@@ -178,6 +180,10 @@ class RedisFeatureStore:
         self._record = self.r.register_script(_RECORD)
         self._label = self.r.register_script(_LABEL)
         self._batch = self.r.register_script(_BATCH)
+        # The scoring path's client: asyncio, so that a worker does not idle during a round trip.
+        self.ar = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._arecord = self.ar.register_script(_RECORD)
+        self._abatch = self.ar.register_script(_BATCH)
         self._ttl = max(cfg.lookback_days, 1) * DAY_SECONDS
         self._cust_keep = cfg.customer_keep_days * DAY_SECONDS
         self._term_keep = cfg.terminal_keep_days * DAY_SECONDS
@@ -273,6 +279,9 @@ class RedisFeatureStore:
     def features(self, tx: Transaction, *, update: bool = True) -> dict[str, float]:
         t = tx_seconds(tx.tx_datetime)
         reply = self._record(keys=self._keys(tx), args=self._args(tx, t, update))
+        return self._single(tx, t, reply)
+
+    def _single(self, tx: Transaction, t: int, reply: Any) -> dict[str, float]:
         if reply is None:
             raise DuplicateTransactionError([int(tx.transaction_id)])
         return self._features_from(tx, t, reply)
@@ -282,6 +291,23 @@ class RedisFeatureStore:
         round trip and one atomic script: a batch with an id already seen records nothing."""
         if len(txs) == 1:
             return [self.features(txs[0])]
+        keys, args, finish = self._plan(txs)
+        return finish(self._batch(keys=keys, args=args))
+
+    async def afeatures_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]:
+        """`features_many` on the asyncio client: the worker serves other requests while
+        Redis answers (a round trip is 100-150 µs on a small VM)."""
+        if len(txs) == 1:
+            tx = txs[0]
+            t = tx_seconds(tx.tx_datetime)
+            reply = await self._arecord(keys=self._keys(tx), args=self._args(tx, t, True))
+            return [self._single(tx, t, reply)]
+        keys, args, finish = self._plan(txs)
+        return finish(await self._abatch(keys=keys, args=args))
+
+    def _plan(
+        self, txs: Sequence[Transaction]
+    ) -> tuple[list[str], list[Any], Callable[[Any], list[dict[str, float]]]]:
         ids = [int(tx.transaction_id) for tx in txs]
         if len(set(ids)) != len(ids):
             seen: set[int] = set()
@@ -299,7 +325,7 @@ class RedisFeatureStore:
             + [f"{p}:x:{i}" for i in ids]
             + [f"{p}:l:{i}" for i in ids]
         )
-        args: list[bytes | str | int | float] = [
+        args: list[Any] = [
             len(customers),
             len(terminals),
             len(txs),
@@ -318,18 +344,21 @@ class RedisFeatureStore:
                 int(tx.transaction_id),
                 t,
             ]
-        reply = self._batch(keys=keys, args=args)
-        if reply[0] == 0:
-            raise DuplicateTransactionError(ids[i - 1] for i in reply[1])
-        _, cust, term_blobs, frauds, labels = reply
-        return batch_features(
-            self.cfg,
-            txs,
-            dict(zip(customers, cust, strict=True)),
-            dict(zip(terminals, term_blobs, strict=True)),
-            {t: [int(v) for v in f] for t, f in zip(terminals, frauds, strict=True) if f},
-            {i: True for i, lab in zip(ids, labels, strict=True) if lab == b"1"},
-        )
+
+        def finish(reply: Any) -> list[dict[str, float]]:
+            if reply[0] == 0:
+                raise DuplicateTransactionError(ids[i - 1] for i in reply[1])
+            _, cust, term_blobs, frauds, labels = reply
+            return batch_features(
+                self.cfg,
+                txs,
+                dict(zip(customers, cust, strict=True)),
+                dict(zip(terminals, term_blobs, strict=True)),
+                {t: [int(v) for v in f] for t, f in zip(terminals, frauds, strict=True) if f},
+                {i: True for i, lab in zip(ids, labels, strict=True) if lab == b"1"},
+            )
+
+        return keys, args, finish
 
     # -- labels -----------------------------------------------------------------------------
     def add_label(self, transaction_id: int, is_fraud: bool) -> bool:
