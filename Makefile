@@ -22,8 +22,9 @@ PORT ?= 8000
 OUTPUT ?=
 MODEL ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help setup run test lint format score serve flow mlflow-ui plots bench clean
+.PHONY: help setup run test lint format score serve flow mlflow-ui plots bench bench-serving clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +71,9 @@ plots: setup ## render the DVC plots to reports/plots/index.html (works offline)
 
 bench: setup ## run the pipeline benchmark and print its table
 	python benchmarks/pipeline_bench.py
+
+bench-serving: setup ## benchmark the API against mlflow models serve with wrk (BENCH_ARGS=--help for options)
+	python benchmarks/serving/run.py $(BENCH_ARGS)
 
 clean: ## remove generated data, models, reports and stores (keeps the venv)
 	rm -rf data/raw data/features models reports mlflow.db mlartifacts .prefect runs .cache/serving

@@ -17,17 +17,19 @@ the log before it sends the response, so an acknowledged prediction is in the lo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import select
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote
+
+import orjson
 
 from fraud.predictions import (
     FEEDBACK_COLUMNS,
@@ -83,12 +85,13 @@ def _clean_features(features: dict[str, float]) -> dict[str, Any]:
 
 
 def _json_features(features: dict[str, float]) -> str:
-    # Fast path: encode, then turn the non-standard tokens into null (keys are feature names,
-    # which never contain them); this is per logged row, on the request path.
-    text = json.dumps(features)
-    if "NaN" in text or "Infinity" in text:
-        text = text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
-    return text
+    return _json_features_many([features])[0]
+
+
+def _json_features_many(rows: Sequence[dict[str, float]]) -> list[str]:
+    """Each row's features as a JSON object; orjson writes NaN and ±inf as null (standard
+    JSON for any reader), and is about 10x faster than `json` on these float-heavy rows."""
+    return [orjson.dumps(r).decode() for r in rows]
 
 
 def _check_table(table: str) -> str:
@@ -104,16 +107,10 @@ class SQLitePredictionLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        for table, cols in TABLES.items():
-            spec = ", ".join(f"{c} {t}" for c, t in cols.items())
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
-        self._conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {PREDICTIONS_TABLE}_tx ON {PREDICTIONS_TABLE}(transaction_id)"
+        self._conn = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=5.0
         )
+        self._create_schema()
         self._insert_prediction = (
             f"INSERT INTO {PREDICTIONS_TABLE} ({', '.join(PREDICTION_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
@@ -123,12 +120,43 @@ class SQLitePredictionLog:
             f"VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))})"
         )
 
+    def _create_schema(self) -> None:
+        """Switch to WAL and create the tables, tolerating a sibling worker doing the same.
+
+        Two uvicorn workers open the same file at start-up; switching the journal mode
+        and creating tables take locks that SQLite can refuse with "database is locked"
+        without calling the busy handler, so the whole (idempotent) block is retried.
+        """
+        statements = [
+            "PRAGMA busy_timeout=5000",
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            *(
+                f"CREATE TABLE IF NOT EXISTS {table} "
+                f"({', '.join(f'{c} {t}' for c, t in cols.items())})"
+                for table, cols in TABLES.items()
+            ),
+            f"CREATE INDEX IF NOT EXISTS {PREDICTIONS_TABLE}_tx "
+            f"ON {PREDICTIONS_TABLE}(transaction_id)",
+        ]
+        for attempt in range(50):
+            try:
+                for statement in statements:
+                    self._conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+
     def __repr__(self) -> str:
         return f"SQLitePredictionLog({str(self.path)!r})"
 
     def log_predictions(self, rows: Iterable[Sequence[Any]]) -> None:
         """Rows in PREDICTION_COLUMNS order (features as a dict); committed before returning."""
-        prepared = [(*r[:5], _json_features(r[5]), *r[6:]) for r in rows]
+        rows = list(rows)
+        features = _json_features_many([r[5] for r in rows])
+        prepared = [(*r[:5], f, *r[6:]) for r, f in zip(rows, features, strict=True)]
         self._write(self._insert_prediction, prepared)
 
     def log_feedback(self, rows: Iterable[Sequence[Any]]) -> None:

@@ -12,6 +12,7 @@ import logging
 import math
 import sqlite3
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -296,7 +297,17 @@ def test_postgres_reconnects_once_after_the_server_dropped_the_connection(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = 'fraud-serving' AND datname = current_database()"
             ).fetchall()
-        assert killed == [(True,)]
+            assert killed == [(True,)]
+            # pg_terminate_backend only signals: wait until the backend has really gone, so
+            # its farewell is on our socket before the next write (as after any real drop).
+            for _ in range(200):
+                left = admin.execute(
+                    "SELECT COUNT(*) FROM pg_stat_activity "
+                    "WHERE application_name = 'fraud-serving' AND datname = current_database()"
+                ).fetchone()
+                if left == (0,):
+                    break
+                time.sleep(0.01)
         with caplog.at_level(logging.WARNING, logger="serving.prediction_log"):
             log.log_predictions([prediction(2)])  # seen dropped before sending: reconnect
             log.log_predictions([prediction(3), prediction(4)])
@@ -324,3 +335,28 @@ def test_postgres_down_fails_the_call_clearly_then_recovers_when_it_is_back(
         assert [r["transaction_id"] for r in read_rows(url, PREDICTIONS_TABLE)] == [1, 3]
     finally:
         log.close()
+
+
+def _open_and_log(path: str, barrier: Any, worker: int) -> int:
+    barrier.wait()
+    log = SQLitePredictionLog(Path(path))
+    log.log_feedback([(worker, 1, "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:01+00:00")])
+    count = log.count(FEEDBACK_TABLE)
+    log.close()
+    return count
+
+
+def test_workers_opening_a_new_sqlite_log_at_the_same_moment_all_start(tmp_path: Path):
+    """Several uvicorn workers create the same log file at start-up: none may die of a lock."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(5):
+        path = tmp_path / f"race-{attempt}.sqlite"
+        with ctx.Manager() as manager:
+            barrier = manager.Barrier(4)
+            with ctx.Pool(4) as pool:
+                counts = pool.starmap(_open_and_log, [(str(path), barrier, w) for w in range(4)])
+        assert len(counts) == 4
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute(f"SELECT COUNT(*) FROM {FEEDBACK_TABLE}").fetchone()[0] == 4
