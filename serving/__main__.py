@@ -8,12 +8,35 @@ import os
 import uvicorn
 
 
+def _settings_help() -> str:
+    """The service's settings, from `ServingSettings` itself (so this help stays true)."""
+    from serving.settings import ServingSettings
+
+    lines = ["settings (environment variables; the registry is MLFLOW_TRACKING_URI):"]
+    for name, field in ServingSettings.model_fields.items():
+        default = "none" if field.default is None else str(field.default)
+        lines.append(f"  FRAUD_{name.upper():<28} default {default}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m serving", description="Run the fraud prediction API."
+        prog="python -m serving",
+        description="Run the fraud prediction API (uvicorn, no access log).",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default=os.environ.get("FRAUD_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("FRAUD_PORT", "8000")))
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("FRAUD_HOST", "127.0.0.1"),
+        help="address to listen on (FRAUD_HOST; default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("FRAUD_PORT", "8000")),
+        help="port (FRAUD_PORT; default 8000)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -21,7 +44,11 @@ def main() -> None:
         help="uvicorn worker processes; more than one needs a shared feature state "
         "(FRAUD_FEATURE_STORE=redis://...)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("FRAUD_LOG_LEVEL", "warning"))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("FRAUD_LOG_LEVEL", "warning"),
+        help="uvicorn log level (FRAUD_LOG_LEVEL; default warning)",
+    )
     args = parser.parse_args()
     store = os.environ.get("FRAUD_FEATURE_STORE", "memory")
     if args.workers < 1:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import hmac
 import logging
 import math
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from itertools import chain
 from operator import itemgetter
 from typing import Annotated, Any, TypeVar
 
@@ -32,6 +35,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -114,6 +119,43 @@ class FeedbackResponse(BaseModel):
 # Runtime state
 
 
+class ScoreHistogram:
+    """A Prometheus histogram of the scores served, observed a whole request at a time: one
+    numpy bucket count per batch instead of a locked Python call per score (1.5 µs each)."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self._bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._counts = np.zeros(len(self._bounds) + 1, dtype=np.int64)  # the last: +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        # Prometheus buckets are "less than or equal": the first bound >= value.
+        counts = np.bincount(
+            np.searchsorted(self._bounds, values, side="left"), minlength=len(self._counts)
+        )
+        total = float(np.sum(values, dtype=np.float64))
+        with self._lock:
+            self._counts += counts
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        les = [floatToGoString(b) for b in self._bounds.tolist()] + ["+Inf"]
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=list(zip(les, cumulative, strict=True)),
+            sum_value=total,
+        )
+
+
 class Runtime:
     """What the service holds: the model, the online feature state, the log, the metrics."""
 
@@ -136,11 +178,11 @@ class Runtime:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
-        self.scores = Histogram(
+        self.scores = ScoreHistogram(
             "fraud_api_score",
             "fraud probabilities served",
-            registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.95, 1.0),
+            registry=self.registry,
         )
         self.model_info = Gauge(
             "fraud_api_model_version",
@@ -165,6 +207,12 @@ class Runtime:
         if old is not None:
             self.model_info.remove(old.name, old.version, old.source)
         self.model_info.labels(model.name, model.version, model.source).set(1)
+        # The model, its history and a fresh in-process feature state are hundreds of
+        # thousands of long-lived objects: left to the cyclic GC, every full collection
+        # walks them all (measured: 230-270 ms, a pause in whichever request triggers it).
+        # Frozen, a full collection only walks what requests allocate (about 20 ms).
+        gc.collect()
+        gc.freeze()
 
     def require_model(self) -> tuple[ServingModel, FeatureStore]:
         if self.model is None or self.state is None:
@@ -223,45 +271,49 @@ async def score_transactions(
         raise HTTPException(
             409, detail={"error": "duplicate TRANSACTION_ID", "ids": e.ids[:20]}
         ) from e
-    row = itemgetter(*model.features)
-    x = np.array([row(f) for f in feats], dtype=np.float32).reshape(len(feats), -1)
-    scores = model.predictor.predict(x).tolist()
-    threshold = model.threshold
+    n, names = len(feats), model.features
+    row = itemgetter(*names) if len(names) > 1 else lambda f: (f[names[0]],)
+    x = np.fromiter(
+        chain.from_iterable(map(row, feats)), dtype=np.float32, count=n * len(model.features)
+    ).reshape(n, -1)
+    raw = model.predictor.predict(x)
+    rt.scores.observe_many(raw)
+    scores = raw.tolist()
+    threshold, name, version, alias = model.threshold, model.name, model.version, model.alias
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
-    rows = []
-    preds = []
-    observe = rt.scores.observe
-    for i, (r, f, score) in enumerate(zip(records, feats, scores, strict=True)):
-        alert = score >= threshold
-        rows.append(
-            (
-                r.TRANSACTION_ID,
-                r.TX_DATETIME.isoformat(),
-                r.CUSTOMER_ID,
-                r.TERMINAL_ID,
-                r.TX_AMOUNT,
-                f,
-                score,
-                int(alert),
-                threshold,
-                model.name,
-                model.version,
-                now,
-            )
+    rows = [
+        (
+            r.TRANSACTION_ID,
+            r.TX_DATETIME.isoformat(),
+            r.CUSTOMER_ID,
+            r.TERMINAL_ID,
+            r.TX_AMOUNT,
+            f,
+            score,
+            int(score >= threshold),
+            threshold,
+            name,
+            version,
+            now,
         )
-        pred: dict[str, Any] = {
+        for r, f, score in zip(records, feats, scores, strict=True)
+    ]
+    preds: list[dict[str, Any]] = [
+        {
             "TRANSACTION_ID": r.TRANSACTION_ID,
             "fraud_probability": score,
-            "is_fraud": alert,
+            "is_fraud": score >= threshold,
             "threshold": threshold,
-            "model_name": model.name,
-            "model_version": model.version,
-            "model_alias": model.alias,
+            "model_name": name,
+            "model_version": version,
+            "model_alias": alias,
         }
-        if explain:
-            pred["contributions"] = _contributions(model, x[i], f, rt.settings.top_contributions)
-        preds.append(pred)
-        observe(score)
+        for r, score in zip(records, scores, strict=True)
+    ]
+    if explain:
+        top = rt.settings.top_contributions
+        for i, (pred, f) in enumerate(zip(preds, feats, strict=True)):
+            pred["contributions"] = _contributions(model, x[i], f, top)
     try:
         rt.log.log_predictions(rows)
     except Exception as e:  # the log's backend is down: no acknowledgement without a record
@@ -282,6 +334,27 @@ def _json_response(content: Any) -> Response:
 
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+# FastAPI documents the 422 of the bodies it validates; these endpoints validate their own.
+_VALIDATION_ERROR: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Validation Error",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    }
+}
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    """OpenAPI for a required JSON body of components/schemas/`schema`."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+    }
 
 
 async def _parse_body(request: Request, model: type[_M]) -> _M:
@@ -548,19 +621,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         "/predict",
         response_model=Prediction,
         response_model_exclude_none=True,
-        # The body is parsed in the endpoint (below); its schema is TransactionRecord's,
-        # registered by /predict/batch.
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/TransactionRecord"}
-                    }
-                },
-            }
-        },
-        responses={422: {"description": "Validation Error"}},
+        # The body is parsed in the endpoint (below); its schema is registered in `openapi`.
+        openapi_extra=_json_body("TransactionRecord"),
+        responses=_VALIDATION_ERROR,
     )
     async def predict(request: Request, explain: Annotated[bool, Query()] = False) -> Prediction:
         """Score one raw transaction."""
@@ -569,11 +632,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             (await score_transactions(rt, [tx], explain or settings.contributions_by_default))[0]
         )
 
-    @app.post("/predict/batch", response_model=BatchResponse, response_model_exclude_none=True)
+    @app.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        response_model_exclude_none=True,
+        openapi_extra=_json_body("BatchRequest"),
+        responses=_VALIDATION_ERROR,
+    )
     async def predict_batch(
-        batch: BatchRequest, explain: Annotated[bool, Query()] = False
+        request: Request, explain: Annotated[bool, Query()] = False
     ) -> BatchResponse:
         """Score up to FRAUD_MAX_BATCH transactions (default 1000), in the order given."""
+        batch = await _parse_body(request, BatchRequest)
         if len(batch.transactions) > settings.max_batch:
             raise HTTPException(
                 413,
@@ -660,4 +730,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     predict_route = next(r for r in app.routes if getattr(r, "path", None) == "/predict")
     app.add_middleware(FastPredict, runtime=rt, route=predict_route)
     app.add_middleware(Metrics, runtime=rt)
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema plus the request bodies that the endpoints parse themselves."""
+        if app.openapi_schema is None:
+            schemas = fastapi_openapi().setdefault("components", {}).setdefault("schemas", {})
+            for body in (TransactionRecord, BatchRequest):
+                js = body.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(js.pop("$defs", {}))
+                schemas[body.__name__] = js
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
