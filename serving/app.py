@@ -15,9 +15,10 @@ import logging
 import math
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from itertools import chain
+from itertools import accumulate, chain
 from operator import itemgetter
 from typing import Annotated, Any, TypeVar
 
@@ -120,34 +121,43 @@ class FeedbackResponse(BaseModel):
 
 
 class ScoreHistogram:
-    """A Prometheus histogram of the scores served, observed a whole request at a time: one
-    numpy bucket count per batch instead of a locked Python call per score (1.5 µs each)."""
+    """A Prometheus histogram of the scores served, observed a whole request at a time: a
+    batch is one numpy bucket count instead of a locked Python call per score (1.5 µs each);
+    a single score is one bisect."""
 
     def __init__(
         self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
     ) -> None:
         self.name, self.documentation = name, documentation
-        self._bounds = np.asarray(sorted(buckets), dtype=np.float64)
-        self._counts = np.zeros(len(self._bounds) + 1, dtype=np.int64)  # the last: +Inf
+        self._bounds = sorted(float(b) for b in buckets)
+        self._np_bounds = np.asarray(self._bounds, dtype=np.float64)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last: above every bound (+Inf)
         self._sum = 0.0
         self._lock = threading.Lock()
         registry.register(self)
 
     def observe_many(self, values: np.ndarray) -> None:
         # Prometheus buckets are "less than or equal": the first bound >= value.
+        if len(values) < 16:
+            scores = values.tolist()
+            with self._lock:
+                for v in scores:
+                    self._counts[bisect_left(self._bounds, v)] += 1
+                    self._sum += v
+            return
         counts = np.bincount(
-            np.searchsorted(self._bounds, values, side="left"), minlength=len(self._counts)
-        )
+            np.searchsorted(self._np_bounds, values, side="left"), minlength=len(self._counts)
+        ).tolist()
         total = float(np.sum(values, dtype=np.float64))
         with self._lock:
-            self._counts += counts
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
             self._sum += total
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:
-            cumulative = np.cumsum(self._counts).tolist()
+            cumulative = list(accumulate(self._counts))
             total = self._sum
-        les = [floatToGoString(b) for b in self._bounds.tolist()] + ["+Inf"]
+        les = [floatToGoString(b) for b in self._bounds] + ["+Inf"]
         yield HistogramMetricFamily(
             self.name,
             self.documentation,
@@ -605,6 +615,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         description="Scores raw card transactions with the MLflow `@champion` model, computing the "
         "customer and terminal features online with the same definitions as training.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry asks the global providers on every request whether
+        # one is configured (about 3% of a /predict); on only when asked for.
+        telemetry=None
+        if settings.opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = rt
 

@@ -45,6 +45,9 @@ class ServingSettings(BaseSettings):
     contributions_by_default: bool = False
     #: Number of top feature contributions returned.
     top_contributions: int = Field(5, ge=1, le=50)
+    #: FastAPI's native OpenTelemetry (traces, metrics, logs to the globally configured
+    #: providers, e.g. by `opentelemetry-instrument`); off: Prometheus /metrics only.
+    opentelemetry: bool = False
 
     @field_validator("prediction_log", mode="before")
     @classmethod
