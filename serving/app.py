@@ -24,7 +24,6 @@ from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import orjson
-import xgboost as xgb
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -252,9 +251,7 @@ def _tx(r: TransactionRecord) -> Transaction:
 def _contributions(
     model: ServingModel, row: np.ndarray, values: dict[str, float], k: int
 ) -> list[dict[str, Any]]:
-    contrib = model.booster.predict(
-        xgb.DMatrix(row.reshape(1, -1), feature_names=model.features), pred_contribs=True
-    )[0][:-1]
+    contrib = model.predictor.contributions(row.reshape(1, -1))[0][:-1]
     top = np.argsort(-np.abs(contrib))[:k]
     out = []
     for i in top:

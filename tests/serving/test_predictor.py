@@ -48,3 +48,25 @@ def test_predictor_without_a_logistic_objective_falls_back_to_xgboost() -> None:
     assert p.table is None
     x = np.random.default_rng(0).normal(0, 10, size=(5, 6)).astype(np.float32)
     np.testing.assert_array_equal(p.predict(x), booster.inplace_predict(x).astype(np.float64))
+
+
+@pytest.mark.parametrize("names", [None, [f"f{i}" for i in range(6)]], ids=["unnamed", "named"])
+def test_contributions_equal_xgboost_pred_contribs_on_the_fast_path_and_the_fallback(
+    names: list[str] | None,
+) -> None:
+    booster = _booster("binary:logistic", 4, seed=2)
+    booster.feature_names = names
+    p = Predictor(booster, 6)
+    x = TreeTable(booster).probe_rows(6, n=50)
+    assert np.isnan(x).any()
+    want = booster.predict(xgb.DMatrix(x, feature_names=names), pred_contribs=True)
+    assert p.fast_contribs
+    for rows in (x[:1], x):
+        got = p.contributions(rows)
+        assert got.shape == (len(rows), 7)
+        np.testing.assert_array_equal(got, want[: len(rows)].astype(np.float64))
+    p.fast_contribs = False  # what serves when XGBoost's internals change
+    np.testing.assert_array_equal(p.contributions(x), want.astype(np.float64))
+    # Contributions and the bias add up to the margin of the prediction.
+    margin = booster.predict(xgb.DMatrix(x, feature_names=names), output_margin=True)
+    np.testing.assert_allclose(p.contributions(x).sum(axis=1), margin, rtol=1e-5, atol=1e-5)
