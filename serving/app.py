@@ -434,12 +434,18 @@ class BodyLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Metrics:
     """Prometheus request counts and latencies by route template, method and status."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.rt = runtime
+        # The labelled children, looked up once: `labels()` costs a lock and a tuple per call.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -459,8 +465,19 @@ class Metrics:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")
-            self.rt.requests.labels(endpoint, scope["method"], str(status)).inc()
-            self.rt.latency.labels(endpoint).observe(time.perf_counter() - start)
+            # Any token is a valid HTTP method: bound the label's values.
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            key = (endpoint, method, status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.rt.requests.labels(
+                    endpoint, method, str(status)
+                )
+            counter.inc()
+            latency = self._latencies.get(endpoint)
+            if latency is None:
+                latency = self._latencies[endpoint] = self.rt.latency.labels(endpoint)
+            latency.observe(time.perf_counter() - start)
 
 
 class FastPredict:

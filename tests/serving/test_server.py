@@ -265,3 +265,19 @@ def test_metrics_expose_request_counters_latency_scores_and_model_version(http, 
     ) in samples
     assert any(n == "fraud_api_request_seconds_count" and v >= 3 for n, _, v in samples)
     assert any(n == "fraud_api_score_count" and v >= 3 for n, _, v in samples)
+
+
+def test_metrics_count_unknown_http_methods_under_one_label_value(http):
+    """Uncommon methods (WebDAV's, here; any token with other HTTP parsers) must not grow the
+    label set."""
+    for method in ("PROPFIND", "PURGE", "PROPFIND"):
+        assert http.request(method, "/health").status_code == 405
+    samples = _samples(http.get("/metrics").text)
+    methods = {labels.get("method") for n, labels, _ in samples if n == "fraud_api_requests_total"}
+    assert "PROPFIND" not in methods and "PURGE" not in methods
+    assert any(
+        n == "fraud_api_requests_total"
+        and labels == {"endpoint": "/health", "method": "OTHER", "status": "405"}
+        and v >= 3
+        for n, labels, v in samples
+    )
