@@ -4,7 +4,8 @@
 #       -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro -t fraud-api .
 #   docker build -t fraud-api .                # where python:3.11-slim can be pulled
 #
-# The model comes from the MLflow registry at start-up (MLFLOW_TRACKING_URI, alias
+# The image has MLflow's client (mlflow-skinny, serving/requirements.txt), so MLFLOW_TRACKING_URI
+# is an MLflow server (http(s)://...). The model comes from the registry at start-up (alias
 # FRAUD_MODEL_ALIAS=champion) and is cached in FRAUD_MODEL_CACHE_DIR; when the registry is
 # unreachable the service serves that cache. To bake a model into the image, put a serving model
 # cache directory (what serving/model_store.py writes: model.ubj, train_info.json,
@@ -23,7 +24,7 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- builder: the runtime dependencies in a venv (no [dev] extras) ---------------------------
+# --- builder: the serving runtime in a venv ------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -31,24 +32,21 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml constraints.txt ./
-# 1. The runtime dependencies of pyproject.toml (no [dev] extras), pinned by constraints.txt: a
-#    layer that only changes with those two files. PIP_CERT: the system bundle (the build host's,
-#    mounted read-only at build time on machines behind a TLS-intercepting proxy; the image's own
-#    otherwise).
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
-        /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
-# 2. The project itself (`pip install -c constraints.txt .`, nothing left to resolve).
-COPY README.md ./
-COPY fraud ./fraud
-COPY pipelines ./pipelines
-COPY serving ./serving
+COPY constraints.txt ./
+COPY serving/requirements.txt ./serving-requirements.txt
+# Only what the service imports (serving/requirements.txt: a subset of pyproject.toml's
+# dependencies, with the MLflow client instead of the whole of MLflow), pinned by constraints.txt:
+# a layer that only changes with those two files. The code itself is not installed: the runtime
+# stage copies fraud/ and serving/ and puts them on PYTHONPATH. PIP_CERT: the system bundle
+# (the build host's, mounted read-only at build time on machines behind a TLS-intercepting
+# proxy; the image's own otherwise).
 RUN PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
-        /opt/venv/bin/pip install --no-cache-dir --no-deps -c constraints.txt . \
+        /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -r serving-requirements.txt \
     && /opt/venv/bin/pip check \
-    && /opt/venv/bin/python -c "import serving.app, xgboost, mlflow, uvicorn"
+    && /opt/venv/bin/pip uninstall --yes pip setuptools
+COPY fraud /src/fraud
+COPY serving /src/serving
+RUN cd /src && /opt/venv/bin/python -c "import serving.app, serving.__main__, serving.feature_store"
 
 # --- model: an optional serving model cache to bake in (build arg MODEL_CACHE) ---------------
 FROM ${PYTHON_IMAGE} AS model
