@@ -84,10 +84,6 @@ def _clean_features(features: dict[str, float]) -> dict[str, Any]:
     return {k: _finite_or_none(v) for k, v in features.items()}
 
 
-def _json_features(features: dict[str, float]) -> str:
-    return _json_features_many([features])[0]
-
-
 def _json_features_many(rows: Sequence[dict[str, float]]) -> list[str]:
     """Each row's features as a JSON object; orjson writes NaN and ±inf as null (standard
     JSON for any reader), and is about 10x faster than `json` on these float-heavy rows."""
@@ -139,13 +135,14 @@ class SQLitePredictionLog:
             f"CREATE INDEX IF NOT EXISTS {PREDICTIONS_TABLE}_tx "
             f"ON {PREDICTIONS_TABLE}(transaction_id)",
         ]
-        for attempt in range(50):
+        attempts = 50
+        for attempt in range(attempts):
             try:
                 for statement in statements:
                     self._conn.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
+                if "locked" not in str(exc) or attempt == attempts - 1:
                     raise
                 time.sleep(0.02 * (attempt + 1))
 

@@ -143,7 +143,9 @@ class Predictor:
         self.fast = self.fast_contribs = False
         try:
             self._prepare()
-            self.fast = self._agrees()
+            probe = self._probe_rows()
+            self.fast = self._agrees(probe)
+            self.fast_contribs = self._contributions_agree(probe[:8])
         except Exception as e:  # internals changed: the public API still works
             log.warning("fast XGBoost path unavailable (%s); using inplace_predict", e)
             self.fast = self.fast_contribs = False
@@ -246,23 +248,30 @@ class Predictor:
         bias last; XGBoost's own `pred_contribs`."""
         if self.fast_contribs:
             return self._contributions_fast(x)
+        return self._contributions_xgboost(x)
+
+    def _contributions_xgboost(self, x: np.ndarray) -> np.ndarray:
         dm = xgb.DMatrix(np.asarray(x, dtype=np.float32), feature_names=self.booster.feature_names)
         return np.asarray(self.booster.predict(dm, pred_contribs=True), dtype=np.float64)
 
-    def _agrees(self) -> bool:
+    def _probe_rows(self) -> np.ndarray:
         rng = np.random.default_rng(0)
         x = rng.normal(0, 50, size=(64, self.n_features)).astype(np.float32)
         x[rng.random(x.shape) < 0.1] = np.nan
+        return x
+
+    def _agrees(self, x: np.ndarray) -> bool:
         want = np.asarray(self.booster.inplace_predict(x), dtype=np.float64).reshape(-1)
         got = self._predict_fast(x)
         one = self._predict_fast(x[:1])
         ok = bool(np.array_equal(want, got) and np.array_equal(want[:1], one))
         if not ok:
             log.warning("fast XGBoost path disagrees with inplace_predict; not using it")
-        dm = xgb.DMatrix(x[:8], feature_names=self.booster.feature_names)
-        want_c = np.asarray(self.booster.predict(dm, pred_contribs=True), dtype=np.float64)
-        self.fast_contribs = bool(np.array_equal(want_c, self._contributions_fast(x[:8])))
-        if not self.fast_contribs:
+        return ok
+
+    def _contributions_agree(self, x: np.ndarray) -> bool:
+        ok = bool(np.array_equal(self._contributions_xgboost(x), self._contributions_fast(x)))
+        if not ok:
             log.warning("fast contributions path disagrees with Booster.predict; not using it")
         return ok
 
