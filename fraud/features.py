@@ -28,7 +28,7 @@ import datetime as dt
 import math
 import struct
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -388,6 +388,20 @@ def terminal_record(t: int, transaction_id: int) -> bytes:
     return _PACK_TERMINAL(t, transaction_id)
 
 
+_CUSTOMER_SIZE = CUSTOMER_RECORD.itemsize
+
+
+def _last_time(blob: bytearray, itemsize: int) -> int:
+    return int.from_bytes(blob[-itemsize : 8 - itemsize], "little", signed=True)
+
+
+def _sort_by_time(blob: bytearray) -> None:
+    """Customer records in time order (stable: arrival order within a second), in place, so
+    that the batch features need not sort them."""
+    records = np.frombuffer(bytes(blob), dtype=CUSTOMER_RECORD)
+    blob[:] = records[np.argsort(records["t"], kind="stable")].tobytes()
+
+
 def leading_stale(blob: bytes | bytearray, itemsize: int, cutoff: int) -> int:
     """How many records at the start of `blob` are at or before `cutoff` (the last record is
     always kept: it carries the customer's time of previous transaction)."""
@@ -526,6 +540,7 @@ def _keys(group: np.ndarray, t: np.ndarray, base: int) -> np.ndarray:
 
 
 _GROUP_SHIFT = np.int64(40)  # time offsets below 2**40 s; group numbers above
+_TIME_MASK = (np.int64(1) << _GROUP_SHIFT) - 1
 
 
 def _sorted_by_key(records: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -541,6 +556,64 @@ def _prefix_ld(values: np.ndarray) -> np.ndarray:
     return out
 
 
+class FeatureBatch(Sequence[dict[str, float]]):
+    """The features of a batch of transactions, by column (`columns[name]`: float64, one value
+    per transaction, in order). A sequence of per-transaction dicts for callers that want rows;
+    `matrix` gives the model's input in one step, without building them."""
+
+    __slots__ = ("_rows", "columns", "names")
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        self.columns = columns
+        self.names = list(columns)
+        self._rows: list[dict[str, float]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.columns[self.names[0]]) if self.names else 0
+
+    def rows(self) -> list[dict[str, float]]:
+        """Every transaction's features as a dict (built once)."""
+        if self._rows is None:
+            names = self.names
+            values = zip(*(self.columns[k].tolist() for k in names), strict=True)
+            self._rows = [dict(zip(names, row, strict=True)) for row in values]
+        return self._rows
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+        return self.rows()[i]
+
+    def __iter__(self) -> Iterator[dict[str, float]]:
+        return iter(self.rows())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FeatureBatch):
+            other = other.rows()
+        return isinstance(other, list) and self.rows() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FeatureBatch({len(self)} transactions, {len(self.names)} features)"
+
+    def matrix(self, names: Sequence[str], dtype: type = np.float32) -> np.ndarray:
+        """The features in `names` order, one row per transaction."""
+        out: np.ndarray = np.empty((len(self), len(names)), dtype=dtype)
+        for j, name in enumerate(names):
+            out[:, j] = self.columns[name]
+        return out
+
+
+def _entity_order_kept(qt: np.ndarray, *groups: np.ndarray) -> bool:
+    """Whether, for each entity of each grouping, the batch's times never go back in list
+    order (true of a stream in time order, whatever the entities interleave)."""
+    for g in groups:
+        order = np.argsort(g, kind="stable")
+        gs, ts = g[order], qt[order]
+        if bool(((gs[1:] == gs[:-1]) & (ts[1:] < ts[:-1])).any()):
+            return False
+    return True
+
+
 def batch_features(
     cfg: FeatureConfig,
     txs: Sequence[Transaction],
@@ -548,7 +621,7 @@ def batch_features(
     terminals: Mapping[int, bytes | bytearray],
     frauds: Mapping[int, Iterable[int]],
     labels: Mapping[int, bool] | None = None,
-) -> list[dict[str, float]]:
+) -> FeatureBatch:
     """The features of each transaction of `txs`, in order, each as if the ones before it in
     `txs` had been recorded first: the online definition, vectorised over the batch.
 
@@ -557,14 +630,50 @@ def batch_features(
     transactions labelled fraud; `labels`: labels already known for transactions of `txs`.
     Records later than a transaction's time (arrived out of order) are ignored for it; the
     windows are those of `compute_features`, which `tests/fraud/test_features_parity.py` checks.
+
+    When every customer's and every terminal's transactions in `txs` are in time order (a
+    stream's batch), the batch's own transactions are merged into the stored records and each
+    window is one `searchsorted` over the whole batch (`_merged_features`). Otherwise a later
+    entry could be recorded before an earlier one with an older time (and with `delay_days` 0 a
+    label of the batch could count in the same second), and the batch is computed in waves of
+    transactions that share no customer and no terminal (`_waves`).
     """
     if not txs:
-        return []
-    q_t = [tx_seconds(tx.tx_datetime) for tx in txs]
-    q_c = [int(tx.customer_id) for tx in txs]
-    q_term = [int(tx.terminal_id) for tx in txs]
-    q_a = [float(tx.amount) for tx in txs]
-    out: list[dict[str, float]] = [{} for _ in txs]
+        return FeatureBatch({name: np.empty(0) for name in cfg.feature_names()})
+    qt = np.fromiter((tx_seconds(tx.tx_datetime) for tx in txs), dtype=np.int64, count=len(txs))
+    qc = np.fromiter((tx.customer_id for tx in txs), dtype=np.int64, count=len(txs))
+    qterm = np.fromiter((tx.terminal_id for tx in txs), dtype=np.int64, count=len(txs))
+    qa = np.fromiter((tx.amount for tx in txs), dtype=np.float64, count=len(txs))
+    labelled = (
+        np.fromiter(
+            (bool(labels.get(int(tx.transaction_id))) for tx in txs), dtype=bool, count=len(txs)
+        )
+        if labels
+        else np.zeros(len(txs), dtype=bool)
+    )
+    if cfg.delay_days and _entity_order_kept(qt, qc, qterm):
+        return FeatureBatch(
+            _merged_features(cfg, qt, qc, qterm, qa, labelled, customers, terminals, frauds)
+        )
+    return FeatureBatch(_waves(cfg, txs, qt, qc, qterm, qa, labelled, customers, terminals, frauds))
+
+
+def _waves(
+    cfg: FeatureConfig,
+    txs: Sequence[Transaction],
+    qt: np.ndarray,
+    qc: np.ndarray,
+    qterm: np.ndarray,
+    qa: np.ndarray,
+    labelled: np.ndarray,
+    customers: Mapping[int, bytes | bytearray],
+    terminals: Mapping[int, bytes | bytearray],
+    frauds: Mapping[int, Iterable[int]],
+) -> dict[str, np.ndarray]:
+    """`batch_features` in waves: each wave's transactions share no customer and no terminal,
+    and are recorded before the next wave."""
+    q_t, q_c, q_term, q_a = qt.tolist(), qc.tolist(), qterm.tolist(), qa.tolist()
+    out: dict[str, np.ndarray] = {}
     cust = dict(customers)
     term = dict(terminals)
     fr = {k: list(v) for k, v in frauds.items()}
@@ -575,17 +684,23 @@ def batch_features(
     last_wave = max(by_wave)
     for w in sorted(by_wave):
         idx = by_wave[w]
-        rows = _wave_features(
+        # One wave shares no customer and no terminal: merged features, labels of this batch
+        # only for the waves after the one that records them.
+        cols = _merged_features(
             cfg,
-            np.array([q_t[i] for i in idx], dtype=np.int64),
-            np.array([q_a[i] for i in idx], dtype=np.float64),
-            np.array([q_term[i] for i in idx], dtype=np.int64),
-            [cust.get(q_c[i], b"") for i in idx],
-            [term.get(q_term[i], b"") for i in idx],
-            [fr.get(q_term[i], ()) for i in idx],
+            qt[idx],
+            qc[idx],
+            qterm[idx],
+            qa[idx],
+            np.zeros(len(idx), dtype=bool),
+            cust,
+            term,
+            fr,
         )
-        for i, row in zip(idx, rows, strict=True):
-            out[i] = row
+        for name, values in cols.items():
+            if name not in out:
+                out[name] = np.empty(len(txs), dtype=np.float64)
+            out[name][idx] = values
         if w == last_wave:
             break
         for i in idx:
@@ -593,21 +708,29 @@ def batch_features(
             c, tm, t = q_c[i], q_term[i], q_t[i]
             cust[c] = cust.get(c, b"") + _PACK_CUSTOMER(t, q_a[i], tm)
             term[tm] = term.get(tm, b"") + _PACK_TERMINAL(t, int(txs[i].transaction_id))
-            if labels and labels.get(int(txs[i].transaction_id)):
+            if labelled[i]:
                 fr.setdefault(tm, []).append(t)
     return out
 
 
-def _wave_features(
+def _merged_features(
     cfg: FeatureConfig,
     qt: np.ndarray,
-    qa: np.ndarray,
+    qc: np.ndarray,
     qterm: np.ndarray,
-    cust_blobs: Sequence[bytes | bytearray],
-    term_blobs: Sequence[bytes | bytearray],
-    fraud_times: Sequence[Iterable[int]],
-) -> list[dict[str, float]]:
-    """Features of transactions that share no customer and no terminal (one wave)."""
+    qa: np.ndarray,
+    labelled: np.ndarray,
+    customers: Mapping[int, bytes | bytearray],
+    terminals: Mapping[int, bytes | bytearray],
+    frauds: Mapping[int, Iterable[int]],
+) -> dict[str, np.ndarray]:
+    """`batch_features` of a batch whose entities' times never go back, in one pass.
+
+    Every window sum is the sum over two sorted runs: S, the stored records of the
+    transaction's customer (or terminal), one group per transaction as if each were alone; B,
+    the batch's own records sorted by (entity, time, arrival), of which those before the
+    transaction's own record arrived before it.
+    """
     day = DAY_SECONDS
     q = len(qt)
     g = np.arange(q, dtype=np.int64)
@@ -618,30 +741,42 @@ def _wave_features(
     }
 
     # -- customer windows (t - w, t], the current transaction included ----------------------
-    recs, starts = _grouped(cust_blobs, CUSTOMER_RECORD)
+    recs, starts = _grouped([customers.get(c, b"") for c in qc.tolist()], CUSTOMER_RECORD)
     lens = np.diff(np.r_[starts, len(recs)])
-    rgroup = np.repeat(g, lens)
     far = cfg.customer_keep_days * day + 1
     base = min(int(qt.min()) - far, int(recs["t"].min()) if len(recs) else 0)
-    recs, key = _sorted_by_key(recs, _keys(rgroup, recs["t"], base))
+    recs, key = _sorted_by_key(recs, _keys(np.repeat(g, lens), recs["t"], base))
     rt, ra = recs["t"], recs["amount"]
     qk = _keys(g, qt, base)
-    n = np.searchsorted(key, qk, side="right")  # records at or before t
-    cs = _prefix_ld(ra)
+    n = np.searchsorted(key, qk, side="right")  # stored records at or before t
+    _, cg = np.unique(qc, return_inverse=True)
+    border = np.lexsort((g, qt, cg))
+    bkey, bt, ba = _keys(cg[border], qt[border], base), qt[border], qa[border]
+    bn = np.empty(q, dtype=np.int64)
+    bn[border] = g  # the transaction's own place among the batch's records
+    bqk = _keys(cg, qt, base)
+
+    def lows(w: int) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.searchsorted(key, qk - w * day, side="right"),
+            np.searchsorted(bkey, bqk - w * day, side="right"),
+        )
+
+    def window_sum(prefix: np.ndarray, bprefix: np.ndarray, lo: np.ndarray, blo: np.ndarray):  # type: ignore[no-untyped-def]
+        return ((prefix[n] - prefix[lo]) + (bprefix[bn] - bprefix[blo])).astype(np.float64)
+
+    cs, bcs = _prefix_ld(ra), _prefix_ld(ba)
     for w in cfg.customer_windows_days:
-        lo = np.searchsorted(key, qk - w * day, side="right")
-        count = (n - lo + 1).astype(np.float64)
+        lo, blo = lows(w)
+        count = ((n - lo) + (bn - blo) + 1).astype(np.float64)
         cols[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = count
-        cols[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = (
-            (cs[n] - cs[lo]).astype(np.float64) + qa
-        ) / count
+        cols[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = (window_sum(cs, bcs, lo, blo) + qa) / count
     h = cfg.history_window_days
     if h:
-        lo = np.searchsorted(key, qk - h * day, side="right")
-        prev = n - lo
-        csq = _prefix_ld(ra * ra)
-        psum = (cs[n] - cs[lo]).astype(np.float64)
-        psq = (csq[n] - csq[lo]).astype(np.float64)
+        lo, blo = lows(h)
+        prev = (n - lo) + (bn - blo)
+        psum = window_sum(cs, bcs, lo, blo)
+        psq = window_sum(_prefix_ld(ra * ra), _prefix_ld(ba * ba), lo, blo)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = psum / prev
             ratio = np.where((prev > 0) & (mean > 0), qa / mean, np.nan)
@@ -651,39 +786,67 @@ def _wave_features(
             )
         cols[f"CUSTOMER_ID_AMOUNT_RATIO_{h}DAY"] = ratio
         cols[f"CUSTOMER_ID_AMOUNT_ZSCORE_{h}DAY"] = z
-        has_prev = n > starts
-        last = rt[np.maximum(n - 1, 0)] if len(rt) else np.zeros(q, dtype=np.int64)
-        cols["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] = np.where(has_prev, (qt - last) / 3600.0, np.nan)
+        has_s = n > starts
+        bfirst = np.searchsorted(bkey, bqk & ~_TIME_MASK, side="left")  # customer's first
+        has_b = bn > bfirst
+        last = np.where(has_s, rt[np.maximum(n - 1, 0)] if len(rt) else 0, np.iinfo(np.int64).min)
+        last = np.where(has_b, np.maximum(last, bt[np.maximum(bn - 1, 0)]), last)
+        cols["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] = np.where(
+            has_s | has_b, (qt - last) / 3600.0, np.nan
+        )
         same = np.zeros(len(recs) + 1, dtype=np.int64)
         np.cumsum(recs["terminal"] == qterm[key >> _GROUP_SHIFT], out=same[1:])
-        cols[f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY"] = (same[n] - same[lo]).astype(np.float64)
+        # The batch's earlier records of the same customer at the same terminal.
+        porder = np.lexsort((g, qt, qterm, cg))
+        pc, pt = cg[porder], qterm[porder]
+        pair = np.cumsum(np.r_[True, (pc[1:] != pc[:-1]) | (pt[1:] != pt[:-1])]) - 1
+        pkey = _keys(pair, qt[porder], base)
+        pn = np.empty(q, dtype=np.int64)
+        pn[porder] = g
+        plo = np.searchsorted(pkey, pkey[pn] - h * day, side="right")
+        cols[f"CUSTOMER_TERMINAL_NB_PREV_TX_{h}DAY"] = ((same[n] - same[lo]) + (pn - plo)).astype(
+            np.float64
+        )
         if cfg.high_amount_feature:
             hw = cfg.high_amount_window_days
-            hlo = np.searchsorted(key, qk - hw * day, side="right")
-            # Was each record in a 14-day window a high amount against the history before it?
-            rgroup_sorted = key >> _GROUP_SHIFT
-            cand = np.flatnonzero(rt > qt[rgroup_sorted] - hw * day) if len(rt) else g[:0]
+            hlo, bhlo = lows(hw)
+            # Was each stored record in a 14-day window a high amount against the history
+            # before it? That history is the stored records before it and the batch's records
+            # older than it (a stored record can be newer than some of the batch's when batches
+            # arrive out of time order; all of those arrived before the transaction).
+            rg = key >> _GROUP_SHIFT
+            cand = np.flatnonzero(rt > qt[rg] - hw * day) if len(rt) else g[:0]
             flags = np.zeros(len(recs) + 1, dtype=np.int64)
             if len(cand):
                 clo = np.searchsorted(key, key[cand] - h * day, side="right")
                 cnt = cand - clo
+                csum = (cs[cand] - cs[clo]).astype(np.float64)
+                late = np.flatnonzero(rt[cand] > bt[bfirst[rg[cand]]])  # newer than one
+                if len(late):
+                    ck = _keys(cg[rg[cand[late]]], rt[cand[late]], base)
+                    b_hi = np.searchsorted(bkey, ck, side="left")
+                    b_lo = np.searchsorted(bkey, ck - h * day, side="right")
+                    cnt[late] += b_hi - b_lo
+                    csum[late] += (bcs[b_hi] - bcs[b_lo]).astype(np.float64)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    cmean = (cs[cand] - cs[clo]).astype(np.float64) / cnt
+                    cmean = csum / cnt
                     high = (cnt > 0) & (cmean > 0) & (ra[cand] / cmean > cfg.high_amount_ratio)
                 hit = np.zeros(len(recs), dtype=np.int64)
                 hit[cand] = high
                 np.cumsum(hit, out=flags[1:])
-            cols[f"CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_{hw}DAY"] = (flags[n] - flags[hlo]).astype(
-                np.float64
-            )
+            # A batch record's history is the transaction's own: its flag is its own ratio's.
+            bflags = np.zeros(q + 1, dtype=np.int64)
+            np.cumsum((ratio > cfg.high_amount_ratio)[border], out=bflags[1:])
+            cols[f"CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_{hw}DAY"] = (
+                (flags[n] - flags[hlo]) + (bflags[bn] - bflags[bhlo])
+            ).astype(np.float64)
 
     # -- terminal windows (t - delay - w, t - delay] -------------------------------------------
-    trecs, tstarts = _grouped(term_blobs, TERMINAL_RECORD)
+    trecs, tstarts = _grouped([terminals.get(t, b"") for t in qterm.tolist()], TERMINAL_RECORD)
     tgroup = np.repeat(g, np.diff(np.r_[tstarts, len(trecs)]))
-    ft_lists = [list(f) for f in fraud_times]
+    ft_lists = [list(frauds.get(t, ())) for t in qterm.tolist()]
     fcount = np.fromiter((len(f) for f in ft_lists), dtype=np.int64, count=q)
     ftimes = np.fromiter((x for f in ft_lists for x in f), dtype=np.int64, count=int(fcount.sum()))
-    fgroup = np.repeat(g, fcount)
     hi = qt - cfg.delay_days * day
     tw = cfg.terminal_windows_days
     fw = cfg.terminal_fraud_window_days
@@ -694,37 +857,53 @@ def _wave_features(
         int(ftimes.min()) if len(ftimes) else 0,
     )
     tkey = np.sort(_keys(tgroup, trecs["t"], tbase))
-    fkey = np.sort(_keys(fgroup, ftimes, tbase))
+    fkey = np.sort(_keys(np.repeat(g, fcount), ftimes, tbase))
     hk = _keys(g, hi, tbase)
+    # The batch's records by (terminal, time, arrival): a transaction never counts its own
+    # record or later ones (with delay 0 they are in range); labels of the batch's own
+    # transactions (`labelled`) count like stored ones.
+    _, tg = np.unique(qterm, return_inverse=True)
+    torder = np.lexsort((g, qt, tg))
+    btkey = _keys(tg[torder], qt[torder], tbase)
+    bt_own = np.empty(q, dtype=np.int64)
+    bt_own[torder] = g
+    bfkey = np.sort(_keys(tg[labelled], qt[labelled], tbase))
+    bhk = _keys(tg, hi, tbase)
     t_hi = np.searchsorted(tkey, hk, side="right")
+    bt_hi = np.minimum(np.searchsorted(btkey, bhk, side="right"), bt_own)
     f_hi = np.searchsorted(fkey, hk, side="right")
+    bf_hi = np.searchsorted(bfkey, bhk, side="right")
     for w in tw:
         t_lo = np.searchsorted(tkey, hk - w * day, side="right")
+        bt_lo = np.searchsorted(btkey, bhk - w * day, side="right")
         f_lo = np.searchsorted(fkey, hk - w * day, side="right")
-        count = (t_hi - t_lo).astype(np.float64)
+        bf_lo = np.searchsorted(bfkey, bhk - w * day, side="right")
+        count = ((t_hi - t_lo) + (bt_hi - bt_lo)).astype(np.float64)
         cols[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = count
         with np.errstate(divide="ignore", invalid="ignore"):
             cols[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = np.where(
-                count > 0, (f_hi - f_lo) / count, 0.0
+                count > 0, ((f_hi - f_lo) + (bf_hi - bf_lo)) / count, 0.0
             )
     if fw:
         f_lo = np.searchsorted(fkey, hk - fw * day, side="right")
-        nb = f_hi - f_lo
-        ftime = (fkey & ((np.int64(1) << _GROUP_SHIFT) - 1)) + tbase
-        first = ftime[np.minimum(f_lo, max(len(ftime) - 1, 0))] if len(ftime) else qt
-        last = ftime[np.maximum(f_hi - 1, 0)] if len(ftime) else qt
-        cols[f"TERMINAL_ID_NB_FRAUD_{fw}DAY_WINDOW"] = nb.astype(np.float64)
+        bf_lo = np.searchsorted(bfkey, bhk - fw * day, side="right")
+        nb, bnb = f_hi - f_lo, bf_hi - bf_lo
+        first = np.full(q, np.iinfo(np.int64).max, dtype=np.int64)
+        last = np.full(q, np.iinfo(np.int64).min, dtype=np.int64)
+        for k, lo_, hi_, has in ((fkey, f_lo, f_hi, nb > 0), (bfkey, bf_lo, bf_hi, bnb > 0)):
+            if len(k):
+                times = (k & _TIME_MASK) + tbase
+                first = np.where(has, np.minimum(first, times[np.minimum(lo_, len(k) - 1)]), first)
+                last = np.where(has, np.maximum(last, times[np.maximum(hi_ - 1, 0)]), last)
+        total = nb + bnb
+        cols[f"TERMINAL_ID_NB_FRAUD_{fw}DAY_WINDOW"] = total.astype(np.float64)
         cols[f"TERMINAL_ID_FIRST_FRAUD_AGE_{fw}DAY_WINDOW"] = np.where(
-            nb > 0, (qt - first) / day, np.nan
+            total > 0, (qt - first) / day, np.nan
         )
         cols[f"TERMINAL_ID_LAST_FRAUD_AGE_{fw}DAY_WINDOW"] = np.where(
-            nb > 0, (qt - last) / day, np.nan
+            total > 0, (qt - last) / day, np.nan
         )
-    names = list(cols)
-    return [
-        dict(zip(names, row, strict=True))
-        for row in zip(*(cols[k].tolist() for k in names), strict=True)
-    ]
+    return cols
 
 
 def vector(features: Mapping[str, float], names: Iterable[str]) -> np.ndarray:
@@ -790,9 +969,9 @@ class FeatureStore(Protocol):
 
     def seed(self, history: pd.DataFrame) -> None: ...
 
-    def features_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]: ...
+    def features_many(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]: ...
 
-    async def afeatures_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]: ...
+    async def afeatures_many(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]: ...
 
     def add_label(self, transaction_id: int, is_fraud: bool) -> bool: ...
 
@@ -808,6 +987,8 @@ class OnlineFeatureState:
     records `tx`. Fraud labels arrive separately (`add_label`) and count for terminal risk only
     once the transaction is older than the delay, as offline; a label that arrives before its
     transaction is kept until the transaction does. State older than the lookback is evicted.
+    A customer's records are kept in time order (a late arrival is sorted in), so that the
+    batch features never sort them.
     """
 
     #: Labels waiting for their transaction, at most (the oldest are dropped beyond).
@@ -850,7 +1031,10 @@ class OnlineFeatureState:
         cb = self._cust.get(c)
         if cb is None:
             cb = self._cust[c] = bytearray()
+        late = len(cb) and _last_time(cb, _CUSTOMER_SIZE) > t
         cb += _PACK_CUSTOMER(t, amount, term)
+        if late:
+            _sort_by_time(cb)
         tb = self._term.get(term)
         if tb is None:
             tb = self._term[term] = bytearray()
@@ -887,10 +1071,13 @@ class OnlineFeatureState:
         cust, term = self._cust, self._term
         c_newest: dict[int, int] = {}
         t_newest: dict[int, int] = {}
+        late: dict[int, bytearray] = {}
         for k, (c, tm, t) in enumerate(zip(cs, terms, ts, strict=True)):
             cb = cust.get(c)
             if cb is None:
                 cb = cust[c] = bytearray()
+            elif len(cb) and _last_time(cb, ci) > t:
+                late[c] = cb
             cb += cview[k * ci : (k + 1) * ci]
             tb = term.get(tm)
             if tb is None:
@@ -910,6 +1097,8 @@ class OnlineFeatureState:
         if newest > self._newest:
             self._newest = newest
             self._evict()
+        for cb in late.values():  # older than what was recorded (concurrent requests)
+            _sort_by_time(cb)
         trim = self._trim
         for c, t in c_newest.items():
             trim(cust[c], ci, t - self._cust_keep)
@@ -968,7 +1157,7 @@ class OnlineFeatureState:
             return self.features_many([tx], check_duplicates=False)[0]
         return self._compute([tx])[0]
 
-    def _compute(self, txs: Sequence[Transaction]) -> list[dict[str, float]]:
+    def _compute(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]:
         cust, term, fr = self._cust, self._term, self._frauds
         if len(txs) == 1:
             tx = txs[0]
@@ -1002,7 +1191,7 @@ class OnlineFeatureState:
 
     def features_many(
         self, txs: Sequence[Transaction], *, check_duplicates: bool = True
-    ) -> list[dict[str, float]]:
+    ) -> Sequence[dict[str, float]]:
         """Features of each transaction in order, each recorded before the next; refuses the
         whole list (recording nothing) if an id was already seen or repeats."""
         if check_duplicates:
@@ -1016,7 +1205,7 @@ class OnlineFeatureState:
         self._record_many(txs)
         return out
 
-    async def afeatures_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]:
+    async def afeatures_many(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]:
         """`features_many` for asyncio callers (the in-process state never waits)."""
         return self.features_many(txs)
 

@@ -8,6 +8,7 @@ Labelled data adds TX_FRAUD and, where known, TX_FRAUD_SCENARIO.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,10 +136,15 @@ class TransactionRecord(BaseModel):
         return utc_naive_in_range(v)
 
 
+@functools.lru_cache(maxsize=8)
+def _datetime_bounds(lo: str, hi: str) -> tuple[dt.datetime, dt.datetime]:
+    # Parsed once per pair: the API validates every transaction's datetime against them.
+    return dt.datetime.fromisoformat(lo), dt.datetime.fromisoformat(hi)
+
+
 def utc_naive_in_range(v: dt.datetime, limits: ContractLimits = _LIMITS) -> dt.datetime:
     """A datetime in UTC without tzinfo, within the contract's range (ValueError otherwise)."""
-    lo = dt.datetime.fromisoformat(limits.min_datetime)
-    hi = dt.datetime.fromisoformat(limits.max_datetime)
+    lo, hi = _datetime_bounds(limits.min_datetime, limits.max_datetime)
     if v.tzinfo is not None:
         try:
             v = v.astimezone(dt.UTC).replace(tzinfo=None)

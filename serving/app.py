@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraud.features import (
     DuplicateTransactionError,
+    FeatureBatch,
     FeatureConfig,
     FeatureStore,
     OnlineFeatureState,
@@ -278,11 +279,16 @@ async def score_transactions(
         raise HTTPException(
             409, detail={"error": "duplicate TRANSACTION_ID", "ids": e.ids[:20]}
         ) from e
-    n, names = len(feats), model.features
-    row = itemgetter(*names) if len(names) > 1 else lambda f: (f[names[0]],)
-    x = np.fromiter(
-        chain.from_iterable(map(row, feats)), dtype=np.float32, count=n * len(model.features)
-    ).reshape(n, -1)
+    names = model.features
+    if isinstance(feats, FeatureBatch):  # a batch, by column: no per-row dicts
+        x = feats.matrix(names)
+        logged: Sequence[dict[str, float]] = feats.rows()
+    else:
+        row = itemgetter(*names) if len(names) > 1 else lambda f: (f[names[0]],)
+        x = np.fromiter(
+            chain.from_iterable(map(row, feats)), dtype=np.float32, count=len(feats) * len(names)
+        ).reshape(len(feats), -1)
+        logged = feats
     raw = model.predictor.predict(x)
     rt.scores.observe_many(raw)
     scores = raw.tolist()
@@ -303,7 +309,7 @@ async def score_transactions(
             version,
             now,
         )
-        for r, f, score in zip(records, feats, scores, strict=True)
+        for r, f, score in zip(records, logged, scores, strict=True)
     ]
     preds: list[dict[str, Any]] = [
         {

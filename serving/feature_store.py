@@ -286,7 +286,7 @@ class RedisFeatureStore:
             raise DuplicateTransactionError([int(tx.transaction_id)])
         return self._features_from(tx, t, reply)
 
-    def features_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]:
+    def features_many(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]:
         """Each transaction's features in order, as if recorded one after the other, in one
         round trip and one atomic script: a batch with an id already seen records nothing."""
         if len(txs) == 1:
@@ -294,7 +294,7 @@ class RedisFeatureStore:
         keys, args, finish = self._plan(txs)
         return finish(self._batch(keys=keys, args=args))
 
-    async def afeatures_many(self, txs: Sequence[Transaction]) -> list[dict[str, float]]:
+    async def afeatures_many(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]:
         """`features_many` on the asyncio client: the worker serves other requests while
         Redis answers (a round trip is 100-150 µs on a small VM)."""
         if len(txs) == 1:
@@ -307,7 +307,7 @@ class RedisFeatureStore:
 
     def _plan(
         self, txs: Sequence[Transaction]
-    ) -> tuple[list[str], list[Any], Callable[[Any], list[dict[str, float]]]]:
+    ) -> tuple[list[str], list[Any], Callable[[Any], Sequence[dict[str, float]]]]:
         ids = [int(tx.transaction_id) for tx in txs]
         if len(set(ids)) != len(ids):
             seen: set[int] = set()
@@ -345,7 +345,7 @@ class RedisFeatureStore:
                 t,
             ]
 
-        def finish(reply: Any) -> list[dict[str, float]]:
+        def finish(reply: Any) -> Sequence[dict[str, float]]:
             if reply[0] == 0:
                 raise DuplicateTransactionError(ids[i - 1] for i in reply[1])
             _, cust, term_blobs, frauds, labels = reply

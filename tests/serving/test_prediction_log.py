@@ -121,6 +121,22 @@ def test_predictions_round_trip_every_column_one_row_and_several(target, plog):
     assert [r["features"] for r in rows[1:]] == [{"a": 2.5}, {"a": 3.5}]
 
 
+def test_a_large_call_stores_each_rows_own_features(target, plog):
+    """The features of a call's rows are serialised together and split between the objects:
+    every row must get back exactly its own object, empty ones included."""
+    features = [
+        {"a": i / 8, "b": -i - 0.5, "gap": math.nan if i % 3 else 12.25} for i in range(200)
+    ]
+    features[5] = {}
+    features[6] = {}
+    features[199] = {}
+    rows = [prediction(i) for i in range(len(features))]
+    plog.log_predictions([(*r[:5], f, *r[6:]) for r, f in zip(rows, features, strict=True)])
+    stored = [r["features"] for r in read_rows(target, PREDICTIONS_TABLE)]
+    expected = [{k: (None if math.isnan(v) else v) for k, v in f.items()} for f in features]
+    assert stored == expected
+
+
 def test_feedback_round_trips(target, plog):
     plog.log_feedback([(11, 1, "2018-10-08T00:00:00", "2026-01-02T00:00:00")])
     plog.log_feedback([(12, 0, "2018-10-09T00:00:00", "2026-01-03T00:00:00"), (13, 1, "k", "r")])
