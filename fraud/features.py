@@ -603,6 +603,16 @@ class FeatureBatch(Sequence[dict[str, float]]):
         return out
 
 
+class _Batch(NamedTuple):
+    """A batch's transactions by column (seconds, customer, terminal, amount, known fraud)."""
+
+    t: np.ndarray
+    customer: np.ndarray
+    terminal: np.ndarray
+    amount: np.ndarray
+    labelled: np.ndarray
+
+
 def _entity_order_kept(qt: np.ndarray, *groups: np.ndarray) -> bool:
     """Whether, for each entity of each grouping, the batch's times never go back in list
     order (true of a stream in time order, whatever the entities interleave)."""
@@ -651,28 +661,23 @@ def batch_features(
         if labels
         else np.zeros(len(txs), dtype=bool)
     )
+    batch = _Batch(qt, qc, qterm, qa, labelled)
     if cfg.delay_days and _entity_order_kept(qt, qc, qterm):
-        return FeatureBatch(
-            _merged_features(cfg, qt, qc, qterm, qa, labelled, customers, terminals, frauds)
-        )
-    return FeatureBatch(_waves(cfg, txs, qt, qc, qterm, qa, labelled, customers, terminals, frauds))
+        return FeatureBatch(_merged_features(cfg, batch, customers, terminals, frauds))
+    return FeatureBatch(_waves(cfg, txs, batch, customers, terminals, frauds))
 
 
 def _waves(
     cfg: FeatureConfig,
     txs: Sequence[Transaction],
-    qt: np.ndarray,
-    qc: np.ndarray,
-    qterm: np.ndarray,
-    qa: np.ndarray,
-    labelled: np.ndarray,
+    batch: _Batch,
     customers: Mapping[int, bytes | bytearray],
     terminals: Mapping[int, bytes | bytearray],
     frauds: Mapping[int, Iterable[int]],
 ) -> dict[str, np.ndarray]:
     """`batch_features` in waves: each wave's transactions share no customer and no terminal,
     and are recorded before the next wave."""
-    q_t, q_c, q_term, q_a = qt.tolist(), qc.tolist(), qterm.tolist(), qa.tolist()
+    q_t, q_c, q_term, q_a = (a.tolist() for a in batch[:4])
     out: dict[str, np.ndarray] = {}
     cust = dict(customers)
     term = dict(terminals)
@@ -686,17 +691,14 @@ def _waves(
         idx = by_wave[w]
         # One wave shares no customer and no terminal: merged features, labels of this batch
         # only for the waves after the one that records them.
-        cols = _merged_features(
-            cfg,
-            qt[idx],
-            qc[idx],
-            qterm[idx],
-            qa[idx],
+        wave = _Batch(
+            batch.t[idx],
+            batch.customer[idx],
+            batch.terminal[idx],
+            batch.amount[idx],
             np.zeros(len(idx), dtype=bool),
-            cust,
-            term,
-            fr,
         )
+        cols = _merged_features(cfg, wave, cust, term, fr)
         for name, values in cols.items():
             if name not in out:
                 out[name] = np.empty(len(txs), dtype=np.float64)
@@ -708,18 +710,14 @@ def _waves(
             c, tm, t = q_c[i], q_term[i], q_t[i]
             cust[c] = cust.get(c, b"") + _PACK_CUSTOMER(t, q_a[i], tm)
             term[tm] = term.get(tm, b"") + _PACK_TERMINAL(t, int(txs[i].transaction_id))
-            if labelled[i]:
+            if batch.labelled[i]:
                 fr.setdefault(tm, []).append(t)
     return out
 
 
 def _merged_features(
     cfg: FeatureConfig,
-    qt: np.ndarray,
-    qc: np.ndarray,
-    qterm: np.ndarray,
-    qa: np.ndarray,
-    labelled: np.ndarray,
+    batch: _Batch,
     customers: Mapping[int, bytes | bytearray],
     terminals: Mapping[int, bytes | bytearray],
     frauds: Mapping[int, Iterable[int]],
@@ -731,6 +729,7 @@ def _merged_features(
     the batch's own records sorted by (entity, time, arrival), of which those before the
     transaction's own record arrived before it.
     """
+    qt, qc, qterm, qa, labelled = batch
     day = DAY_SECONDS
     q = len(qt)
     g = np.arange(q, dtype=np.int64)
