@@ -17,7 +17,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from itertools import accumulate, chain
 from operator import itemgetter
 from typing import Annotated, Any, TypeVar
@@ -243,6 +243,27 @@ def open_feature_store(settings: ServingSettings, cfg: FeatureConfig, history: A
     redis_state = RedisFeatureStore(settings.feature_store, cfg, prefix=settings.redis_prefix)
     redis_state.seed(history)
     return redis_state
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (a batch request).
+
+    A 1,000-transaction batch holds some 10,000 container objects (request models, feature
+    rows, response items) until it answers, and frees them by reference counting. Left on,
+    the collector runs ten times during it, promotes those still-live objects each time and so
+    sets off full collections (about 20 ms each even with the state frozen): measured 5 ms per
+    batch on average and most of the tail. Nested or concurrent blocks leave it to the
+    outermost one to switch collection back on.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _tx(r: TransactionRecord) -> Transaction:
@@ -679,20 +700,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         request: Request, explain: Annotated[bool, Query()] = False
     ) -> BatchResponse:
         """Score up to FRAUD_MAX_BATCH transactions (default 1000), in the order given."""
-        batch = await _parse_body(request, BatchRequest)
-        if len(batch.transactions) > settings.max_batch:
-            raise HTTPException(
-                413,
-                detail=f"at most {settings.max_batch} transactions per batch, "
-                f"got {len(batch.transactions)}",
-            )
-        return _json_response(  # type: ignore[return-value]
-            {
-                "predictions": await score_transactions(
-                    rt, batch.transactions, explain or settings.contributions_by_default
+        with _gc_paused():
+            batch = await _parse_body(request, BatchRequest)
+            if len(batch.transactions) > settings.max_batch:
+                raise HTTPException(
+                    413,
+                    detail=f"at most {settings.max_batch} transactions per batch, "
+                    f"got {len(batch.transactions)}",
                 )
-            }
-        )
+            predictions = await score_transactions(
+                rt, batch.transactions, explain or settings.contributions_by_default
+            )
+            return _json_response({"predictions": predictions})  # type: ignore[return-value]
 
     @app.post("/feedback", response_model=FeedbackResponse)
     async def feedback(fb: Feedback) -> FeedbackResponse:

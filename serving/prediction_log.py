@@ -102,9 +102,21 @@ def _check_table(table: str) -> str:
 
 
 class SQLitePredictionLog:
-    """SQLite in WAL mode; thread-safe writer, one connection per process."""
+    """SQLite in WAL mode; thread-safe writer, one connection per process.
 
-    def __init__(self, path: Path) -> None:
+    Checkpoints (copying committed pages from the WAL into the database file) run in a
+    background thread on a connection of their own, every `checkpoint_seconds` after a write,
+    instead of inside whichever commit crosses SQLite's 1,000-page mark: there they took 15-25 ms
+    every few 1,000-row batches (the tail of the batch endpoint). The commit itself, and so
+    what is durable when a response is sent, is unchanged. The writer still checkpoints by
+    itself past `WAL_BACKSTOP_PAGES` should the thread fall behind.
+    """
+
+    #: Pages in the WAL past which a commit checkpoints by itself (the thread normally keeps
+    #: the WAL far below: about 4 MB of pages per second at 30,000 logged rows a second).
+    WAL_BACKSTOP_PAGES = 20_000
+
+    def __init__(self, path: Path, *, checkpoint_seconds: float = 0.2) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
@@ -112,6 +124,17 @@ class SQLitePredictionLog:
             str(path), check_same_thread=False, isolation_level=None, timeout=5.0
         )
         self._create_schema()
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={self.WAL_BACKSTOP_PAGES}")
+        self._written = threading.Event()
+        self._closing = threading.Event()
+        self.checkpoints = 0
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop,
+            args=(checkpoint_seconds,),
+            name="prediction-log-checkpoint",
+            daemon=True,
+        )
+        self._checkpointer.start()
         self._insert_prediction = (
             f"INSERT INTO {PREDICTIONS_TABLE} ({', '.join(PREDICTION_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
@@ -174,6 +197,25 @@ class SQLitePredictionLog:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+        self._written.set()
+
+    def _checkpoint_loop(self, interval: float) -> None:
+        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=5.0)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            while not self._closing.is_set():
+                if not self._written.wait(timeout=1.0):
+                    continue
+                self._written.clear()
+                try:
+                    # PASSIVE: copies what it can without waiting for (or blocking) writers.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoints += 1
+                except sqlite3.Error as e:  # the next round tries again
+                    log.warning("prediction log checkpoint failed: %s", e)
+                self._closing.wait(interval)
+        finally:
+            conn.close()
 
     def count(self, table: str = PREDICTIONS_TABLE) -> int:
         with self._lock:
@@ -181,6 +223,9 @@ class SQLitePredictionLog:
             return int(self._conn.execute(sql).fetchone()[0])
 
     def close(self) -> None:
+        self._closing.set()
+        self._written.set()
+        self._checkpointer.join(timeout=10)
         with self._lock:
             self._conn.close()
 

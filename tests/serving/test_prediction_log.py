@@ -376,3 +376,32 @@ def test_workers_opening_a_new_sqlite_log_at_the_same_moment_all_start(tmp_path:
         assert len(counts) == 4
         with closing(sqlite3.connect(path)) as conn:
             assert conn.execute(f"SELECT COUNT(*) FROM {FEEDBACK_TABLE}").fetchone()[0] == 4
+
+
+def test_sqlite_checkpoints_in_the_background_thread_not_in_the_commit(tmp_path: Path):
+    """Committed rows reach the database file (read with the WAL ignored) through the log's
+    own checkpoint thread; the writer's automatic checkpoint is set far beyond these rows."""
+    path = tmp_path / "p.sqlite"
+    plog = SQLitePredictionLog(path, checkpoint_seconds=0.05)
+    try:
+        wal_limit = plog._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert wal_limit == SQLitePredictionLog.WAL_BACKSTOP_PAGES
+        plog.log_predictions([prediction(i) for i in range(300)])
+
+        def in_database_file() -> int:
+            uri = f"file:{path}?mode=ro&immutable=1"  # immutable: the WAL is not read
+            with closing(sqlite3.connect(uri, uri=True)) as conn:
+                try:
+                    sql = f"SELECT COUNT(*) FROM {PREDICTIONS_TABLE}"
+                    return int(conn.execute(sql).fetchone()[0])
+                except sqlite3.OperationalError:  # the table itself is still in the WAL
+                    return 0
+
+        deadline = time.monotonic() + 10
+        while in_database_file() < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert in_database_file() == 300
+        assert plog.checkpoints >= 1
+    finally:
+        plog.close()
+    assert not plog._checkpointer.is_alive()
