@@ -631,14 +631,15 @@ def batch_features(
     terminals: Mapping[int, bytes | bytearray],
     frauds: Mapping[int, Iterable[int]],
     labels: Mapping[int, bool] | None = None,
+    seconds: Sequence[int] | None = None,
 ) -> FeatureBatch:
     """The features of each transaction of `txs`, in order, each as if the ones before it in
     `txs` had been recorded first: the online definition, vectorised over the batch.
 
     `customers[c]`: customer c's earlier transactions (CUSTOMER_RECORD bytes, arrival order);
     `terminals[term]`: the terminal's (TERMINAL_RECORD bytes); `frauds[term]`: times of its
-    transactions labelled fraud; `labels`: labels already known for transactions of `txs`.
-    Records later than a transaction's time (arrived out of order) are ignored for it; the
+    transactions labelled fraud; `labels`: labels already known for transactions of `txs`;
+    `seconds`: `tx_seconds` of each transaction, when the caller has them. Records later than a transaction's time (arrived out of order) are ignored for it; the
     windows are those of `compute_features`, which `tests/fraud/test_features_parity.py` checks.
 
     When every customer's and every terminal's transactions in `txs` are in time order (a
@@ -650,7 +651,9 @@ def batch_features(
     """
     if not txs:
         return FeatureBatch({name: np.empty(0) for name in cfg.feature_names()})
-    qt = np.fromiter((tx_seconds(tx.tx_datetime) for tx in txs), dtype=np.int64, count=len(txs))
+    if seconds is None:
+        seconds = [tx_seconds(tx.tx_datetime) for tx in txs]
+    qt = np.fromiter(seconds, dtype=np.int64, count=len(txs))
     qc = np.fromiter((tx.customer_id for tx in txs), dtype=np.int64, count=len(txs))
     qterm = np.fromiter((tx.terminal_id for tx in txs), dtype=np.int64, count=len(txs))
     qa = np.fromiter((tx.amount for tx in txs), dtype=np.float64, count=len(txs))
@@ -1048,7 +1051,7 @@ class OnlineFeatureState:
         self._trim(cb, CUSTOMER_RECORD.itemsize, t - self._cust_keep)
         self._trim(tb, TERMINAL_RECORD.itemsize, t - self._term_keep)
 
-    def _record_many(self, txs: Sequence[Transaction]) -> None:
+    def _record_many(self, txs: Sequence[Transaction], ts: Sequence[int] | None = None) -> None:
         """`_record` of each transaction in order, with the per-record work done once per
         batch: records packed by numpy, one trim per entity (at its newest time in the batch:
         trims only ever drop records at or before a cutoff, so the last one decides), one
@@ -1058,7 +1061,8 @@ class OnlineFeatureState:
                 self.observe(tx)
             return
         ids = [int(tx.transaction_id) for tx in txs]
-        ts = [tx_seconds(tx.tx_datetime) for tx in txs]
+        if ts is None:
+            ts = [tx_seconds(tx.tx_datetime) for tx in txs]
         cs = [int(tx.customer_id) for tx in txs]
         terms = [int(tx.terminal_id) for tx in txs]
         crec = np.empty(len(txs), dtype=CUSTOMER_RECORD)
@@ -1156,7 +1160,9 @@ class OnlineFeatureState:
             return self.features_many([tx], check_duplicates=False)[0]
         return self._compute([tx])[0]
 
-    def _compute(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]:
+    def _compute(
+        self, txs: Sequence[Transaction], seconds: Sequence[int] | None = None
+    ) -> Sequence[dict[str, float]]:
         cust, term, fr = self._cust, self._term, self._frauds
         if len(txs) == 1:
             tx = txs[0]
@@ -1186,6 +1192,7 @@ class OnlineFeatureState:
             {int(tx.transaction_id): True for tx in txs if pending.get(int(tx.transaction_id))}
             if pending
             else None,
+            seconds,
         )
 
     def features_many(
@@ -1200,8 +1207,9 @@ class OnlineFeatureState:
                 seen: set[int] = set()
                 dup += [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
                 raise DuplicateTransactionError(dup)
-        out = self._compute(txs)
-        self._record_many(txs)
+        ts = [tx_seconds(tx.tx_datetime) for tx in txs] if len(txs) > 1 else None
+        out = self._compute(txs, ts)
+        self._record_many(txs, ts)
         return out
 
     async def afeatures_many(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]:

@@ -356,6 +356,7 @@ class RedisFeatureStore:
                 dict(zip(terminals, term_blobs, strict=True)),
                 {t: [int(v) for v in f] for t, f in zip(terminals, frauds, strict=True) if f},
                 {i: True for i, lab in zip(ids, labels, strict=True) if lab == b"1"},
+                times,
             )
 
         return keys, args, finish
