@@ -64,6 +64,12 @@ def main() -> None:
     # MLflow's default 7 retries with backoff (minutes, during which /health would not answer).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    if args.workers > 1:
+        # The workers share one listening socket, and libuv (under uvloop) lets the worker that
+        # wakes first accept every connection waiting: clients that open their connections at
+        # once and keep them (a proxy's pool, a load generator) then all land on one worker
+        # while the others idle. One accept at a time lets each worker take some.
+        os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
