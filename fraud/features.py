@@ -443,22 +443,20 @@ def online_features(
     n = int(np.searchsorted(s, t, side="right"))
     a = customer["amount"][:n]
     s = s[:n]
-    csum = np.zeros(n + 1)
-    np.cumsum(a, out=csum[1:])
+    csum = _prefix_ld(a)  # extended precision, as the batch and offline paths: same ties
     cwin = cfg.customer_windows_days
     h = cfg.history_window_days
     hw = cfg.high_amount_window_days if cfg.high_amount_feature else 0
     bounds = [t - w * day for w in cwin] + [t - h * day, t - hw * day]
     lows = np.searchsorted(s, bounds, side="right").tolist()
-    total = float(csum[n])
     for w, lo in zip(cwin, lows, strict=False):
         count = n - lo + 1
         f[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = float(count)
-        f[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = (total - float(csum[lo]) + amount) / count
+        f[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = (float(csum[n] - csum[lo]) + amount) / count
     if h:
         lo = lows[len(cwin)]
         prev = n - lo
-        psum = total - float(csum[lo])
+        psum = float(csum[n] - csum[lo])
         sq = a[lo:]
         psq = float(np.dot(sq, sq))
         ratio = amount_ratio(amount, psum, prev)
@@ -478,7 +476,7 @@ def online_features(
                 jlo = np.searchsorted(s, s[hlo:] - h * day, side="right")
                 cnt = j - jlo
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    mean = (csum[j] - csum[jlo]) / cnt
+                    mean = (csum[j] - csum[jlo]).astype(np.float64) / cnt
                     high = int(
                         np.count_nonzero(
                             (cnt > 0) & (mean > 0) & (a[hlo:] / mean > cfg.high_amount_ratio)

@@ -245,25 +245,38 @@ def open_feature_store(settings: ServingSettings, cfg: FeatureConfig, history: A
     return redis_state
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside the block (a batch request).
+class _GCPause:
+    """No cyclic garbage collection while any batch request is being scored.
 
     A 1,000-transaction batch holds some 10,000 container objects (request models, feature
     rows, response items) until it answers, and frees them by reference counting. Left on,
     the collector runs ten times during it, promotes those still-live objects each time and so
     sets off full collections (about 20 ms each even with the state frozen): measured 5 ms per
-    batch on average and most of the tail. Nested or concurrent blocks leave it to the
-    outermost one to switch collection back on.
+    batch on average and most of the tail. Counted, so that overlapping requests (several
+    batches in flight on one event loop) keep it off until the last one ends; a collector that
+    was off before stays off.
     """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._switched_off = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self._depth == 0:
+            self._switched_off = gc.isenabled()
+            if self._switched_off:
+                gc.disable()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._switched_off:
+                gc.enable()
+
+
+_gc_paused = _GCPause()
 
 
 def _tx(r: TransactionRecord) -> Transaction:
@@ -700,6 +713,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         request: Request, explain: Annotated[bool, Query()] = False
     ) -> BatchResponse:
         """Score up to FRAUD_MAX_BATCH transactions (default 1000), in the order given."""
+        await request.body()  # the upload first (kept by the request): no pause while it comes
         with _gc_paused():
             batch = await _parse_body(request, BatchRequest)
             if len(batch.transactions) > settings.max_batch:

@@ -107,7 +107,8 @@ class SQLitePredictionLog:
     Checkpoints (copying committed pages from the WAL into the database file) run in a
     background thread on a connection of their own, every `checkpoint_seconds` after a write,
     instead of inside whichever commit crosses SQLite's 1,000-page mark: there they took 15-25 ms
-    every few 1,000-row batches (the tail of the batch endpoint). The commit itself, and so
+    every few 1,000-row batches (the tail of the batch endpoint). The thread starts with the
+    first write. The commit itself, and so
     what is durable when a response is sent, is unchanged. The writer still checkpoints by
     itself past `WAL_BACKSTOP_PAGES` should the thread fall behind.
     """
@@ -127,14 +128,9 @@ class SQLitePredictionLog:
         self._conn.execute(f"PRAGMA wal_autocheckpoint={self.WAL_BACKSTOP_PAGES}")
         self._written = threading.Event()
         self._closing = threading.Event()
+        self._checkpoint_seconds = checkpoint_seconds
+        self._checkpointer: threading.Thread | None = None  # started by the first write
         self.checkpoints = 0
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop,
-            args=(checkpoint_seconds,),
-            name="prediction-log-checkpoint",
-            daemon=True,
-        )
-        self._checkpointer.start()
         self._insert_prediction = (
             f"INSERT INTO {PREDICTIONS_TABLE} ({', '.join(PREDICTION_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
@@ -197,6 +193,21 @@ class SQLitePredictionLog:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+            self._wake_checkpointer()
+
+    def _wake_checkpointer(self) -> None:
+        """Signal the checkpoint thread, starting it on the first write (and again in a forked
+        child, where the parent's thread does not exist)."""
+        if self._checkpointer is None or not self._checkpointer.is_alive():
+            if self._closing.is_set():
+                return
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop,
+                args=(self._checkpoint_seconds,),
+                name="prediction-log-checkpoint",
+                daemon=True,
+            )
+            self._checkpointer.start()
         self._written.set()
 
     def _checkpoint_loop(self, interval: float) -> None:
@@ -225,7 +236,8 @@ class SQLitePredictionLog:
     def close(self) -> None:
         self._closing.set()
         self._written.set()
-        self._checkpointer.join(timeout=10)
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=10)
         with self._lock:
             self._conn.close()
 

@@ -650,6 +650,7 @@ class Bench:
             for res in candidates:
                 if res is not best:
                     self.extras.batches[res.key] = self.run_batch(res.key)
+                    res.warnings = log_warnings(self.live[res.key][0])
                     self.stop_live(res.key)
             for k in list(self.live):
                 if k != best.key:

@@ -281,3 +281,47 @@ def test_feature_batch_gives_rows_and_the_models_matrix_from_its_columns() -> No
     np.testing.assert_array_equal(m, np.array([[np.nan, 1.0], [4.0, 2.0]], dtype=np.float32))
     empty = OnlineFeatureState(FeatureConfig()).features_many([])
     assert len(empty) == 0 and list(empty) == []
+
+
+def test_single_and_batch_paths_agree_on_an_exact_high_amount_tie() -> None:
+    """A stored amount of exactly 1.5x its history's mean (10 after 5, 10, 5), with an older
+    unrelated amount in the customer's list: window sums taken as differences of float64
+    running sums once made the one-transaction path see 1.5000000000000004 and count it."""
+    import datetime as dt
+    from copy import deepcopy
+
+    cfg = FeatureConfig(
+        customer_windows_days=(1, 2),
+        terminal_windows_days=(1, 2),
+        delay_days=1,
+        history_window_days=2,
+        high_amount_window_days=2,
+        high_amount_ratio=1.5,
+        terminal_fraud_window_days=2,
+    )
+    epoch = dt.datetime(1970, 1, 1)
+    stored = [
+        (1522541633, 5.0),
+        (1522566700, 10.0),
+        (1522614618, 10.0),
+        (1522728449, 5.0),
+        (1522805680, 10.0),
+        (1522871033, 5.0),
+        (1522877354, 10.0),
+        (1522903934, 5.0),
+        (1522954522, 18.734993646034308),
+        (1523017771, 10.0),
+    ]
+    state = OnlineFeatureState(cfg)
+    for k, (t, amount) in enumerate(stored):
+        state.observe(Transaction(100 + k, epoch + dt.timedelta(seconds=t), 2, 1, amount))
+    txs = [
+        Transaction(7, dt.datetime(2018, 4, 1, 5, 48, 57), 2, 1, 5.0),
+        Transaction(35, dt.datetime(2018, 4, 1, 13, 1, 40), 2, 1, 1.3797578773010633),
+        Transaction(15, dt.datetime(2018, 4, 5, 0, 28, 36), 2, 1, 5.0),
+    ]
+    single_state = deepcopy(state)
+    single = [single_state.features(tx) for tx in txs]
+    batch = list(state.features_many(txs))
+    high = "CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_2DAY"
+    assert [f[high] for f in single] == [f[high] for f in batch] == [0.0, 1.0, 1.0]

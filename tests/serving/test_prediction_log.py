@@ -398,7 +398,7 @@ def test_sqlite_checkpoints_in_the_background_thread_not_in_the_commit(tmp_path:
         assert plog.checkpoints >= 1
     finally:
         plog.close()
-    assert not plog._checkpointer.is_alive()
+    assert plog._checkpointer is not None and not plog._checkpointer.is_alive()
     # The file alone (the WAL ignored) holds every row.
     with closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as conn:
         assert conn.execute(f"SELECT COUNT(*) FROM {PREDICTIONS_TABLE}").fetchone()[0] == 300
