@@ -637,8 +637,9 @@ def batch_features(
     `customers[c]`: customer c's earlier transactions (CUSTOMER_RECORD bytes, arrival order);
     `terminals[term]`: the terminal's (TERMINAL_RECORD bytes); `frauds[term]`: times of its
     transactions labelled fraud; `labels`: labels already known for transactions of `txs`;
-    `seconds`: `tx_seconds` of each transaction, when the caller has them. Records later than a transaction's time (arrived out of order) are ignored for it; the
-    windows are those of `compute_features`, which `tests/fraud/test_features_parity.py` checks.
+    `seconds`: `tx_seconds` of each transaction, when the caller has them. Records later than a
+    transaction's time (arrived out of order) are ignored for it; the windows are those of
+    `compute_features`, which `tests/fraud/test_features_parity.py` checks.
 
     When every customer's and every terminal's transactions in `txs` are in time order (a
     stream's batch), the batch's own transactions are merged into the stored records and each

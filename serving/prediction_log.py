@@ -108,9 +108,9 @@ class SQLitePredictionLog:
     background thread on a connection of their own, every `checkpoint_seconds` after a write,
     instead of inside whichever commit crosses SQLite's 1,000-page mark: there they took 15-25 ms
     every few 1,000-row batches (the tail of the batch endpoint). The thread starts with the
-    first write. The commit itself, and so
-    what is durable when a response is sent, is unchanged. The writer still checkpoints by
-    itself past `WAL_BACKSTOP_PAGES` should the thread fall behind.
+    first write. The commit itself, and so what is durable when a response is sent, is
+    unchanged. The writer still checkpoints by itself past `WAL_BACKSTOP_PAGES` should the
+    thread fall behind.
     """
 
     #: Pages in the WAL past which a commit checkpoints by itself (the thread normally keeps

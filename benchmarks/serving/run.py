@@ -17,9 +17,9 @@ favours MLflow.
 Each configuration gets a short warm-up, then `wrk -t1 -cC -dDs --latency` at each concurrency
 (1, 8, 64). On the faster of A and B: `/predict?explain=true` at c=8; on each of A and B:
 `/predict/batch` with 1000 transactions per request (the target takes the better); the same
-1000-row batch goes to MLflow. A run in which fewer
-workers than configured did the work (the kernel gave all of wrk's connections to one of them)
-is run again, up to --uneven-retries times. Prints the tables, checks the issue's targets
+1000-row batch goes to MLflow. A run in which fewer workers than configured did the work (the
+kernel gave all of wrk's connections to one of them) is run again, up to --uneven-retries
+times. Prints the tables, checks the issue's targets
 (PASS/FAIL, never an assertion: exit 0) and writes benchmarks/results/serving.json. The servers
 import a copy of fraud/ and serving/ taken at the start, and are stopped (process groups) on the
 way out, on Ctrl-C and on SIGTERM.
