@@ -19,10 +19,9 @@ Each configuration gets a short warm-up, then `wrk -t1 -cC -dDs --latency` at ea
 `/predict/batch` with 1000 transactions per request (the target takes the better); the same
 1000-row batch goes to MLflow. A run in which fewer workers than configured did the work (the
 kernel gave all of wrk's connections to one of them) is run again, up to --uneven-retries
-times. Prints the tables, checks the issue's targets
-(PASS/FAIL, never an assertion: exit 0) and writes benchmarks/results/serving.json. The servers
-import a copy of fraud/ and serving/ taken at the start, and are stopped (process groups) on the
-way out, on Ctrl-C and on SIGTERM.
+times. Prints the tables, checks the issue's targets (PASS/FAIL, never an assertion: exit 0)
+and writes benchmarks/results/serving.json. The servers import a copy of fraud/ and serving/
+taken at the start, and are stopped (process groups) on the way out, on Ctrl-C and on SIGTERM.
 
     python benchmarks/serving/run.py                 # about 3-3.5 minutes
     python -m benchmarks.serving --duration 5        # shorter runs
