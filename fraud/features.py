@@ -30,7 +30,7 @@ import struct
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from fraud import schema
 
 DAY_SECONDS = 86_400
+V = TypeVar("V")
 _KEY_SHIFT = np.int64(1) << np.int64(32)
 
 
@@ -981,6 +982,51 @@ class FeatureStore(Protocol):
     def close(self) -> None: ...
 
 
+class ShardedDict(Generic[V]):
+    """A dict of integer keys split into 2**`bits` dicts by the key's low bits.
+
+    A dict grows by rehashing every entry at once, and one whose old entries are deleted (an
+    eviction queue) rebuilds itself now and then at the same size: measured, the caller of the
+    insertion that grows a dict stalls 23 ms at 0.7 million entries, 43 ms at 1.4 million, and
+    proportionally beyond (a lookback of busy days holds tens of millions). Split, each part
+    grows on its own, so no insertion rehashes more than 1/2**`bits` of the entries.
+    """
+
+    __slots__ = ("_mask", "_shards")
+
+    def __init__(self, bits: int = 8) -> None:
+        self._mask = (1 << bits) - 1
+        self._shards: list[dict[int, V]] = [{} for _ in range(1 << bits)]
+
+    def get(self, key: int, default: V | None = None) -> V | None:
+        return self._shards[key & self._mask].get(key, default)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._shards[key & self._mask]
+
+    def __getitem__(self, key: int) -> V:
+        return self._shards[key & self._mask][key]
+
+    def __setitem__(self, key: int, value: V) -> None:
+        self._shards[key & self._mask][key] = value
+
+    def pop(self, key: int, default: V | None = None) -> V | None:
+        return self._shards[key & self._mask].pop(key, default)
+
+    def present(self, keys: Iterable[int]) -> list[int]:
+        """The keys of `keys` that are in the dict, in order."""
+        shards, mask = self._shards, self._mask
+        return [k for k in keys if k in shards[k & mask]]
+
+    def update(self, pairs: Iterable[tuple[int, V]]) -> None:
+        shards, mask = self._shards, self._mask
+        for key, value in pairs:
+            shards[key & mask][key] = value
+
+    def __len__(self) -> int:
+        return sum(map(len, self._shards))
+
+
 class OnlineFeatureState:
     """The in-process feature state: per-entity records in memory (one process).
 
@@ -1000,7 +1046,8 @@ class OnlineFeatureState:
         self._cust: dict[int, bytearray] = {}
         self._term: dict[int, bytearray] = {}
         self._frauds: dict[int, dict[int, int]] = {}
-        self._txs: dict[int, tuple[int, int]] = {}  # id -> (terminal, seconds)
+        # id -> (terminal, seconds) of every transaction in the lookback
+        self._txs: ShardedDict[tuple[int, int]] = ShardedDict()
         self._order: deque[tuple[int, int]] = deque()  # (seconds, id), for eviction
         self._pending: dict[int, bool] = {}
         self._newest = 0
@@ -1201,7 +1248,7 @@ class OnlineFeatureState:
         whole list (recording nothing) if an id was already seen or repeats."""
         if check_duplicates:
             ids = [int(tx.transaction_id) for tx in txs]
-            dup = [i for i in ids if i in self._txs]
+            dup = self._txs.present(ids)
             if dup or len(set(ids)) != len(ids):
                 seen: set[int] = set()
                 dup += [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]

@@ -1,0 +1,86 @@
+"""The in-process online state's bookkeeping: the transaction index (`ShardedDict`) and its
+eviction. The features themselves are checked against the offline pipeline in
+test_features_parity.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+
+from fraud.features import (
+    DuplicateTransactionError,
+    FeatureConfig,
+    OnlineFeatureState,
+    ShardedDict,
+    Transaction,
+)
+
+
+def test_sharded_dict_answers_like_a_dict_for_integer_keys() -> None:
+    rng = random.Random(3)
+    plain: dict[int, tuple[int, int]] = {}
+    sharded: ShardedDict[tuple[int, int]] = ShardedDict(bits=4)
+    keys = [rng.randrange(-(2**40), 2**62) for _ in range(300)] + list(range(-20, 20))
+    for step in range(20_000):
+        key = rng.choice(keys)
+        op = rng.random()
+        if op < 0.45:
+            plain[key] = sharded_value = (step, key % 7)
+            sharded[key] = sharded_value
+        elif op < 0.6:
+            assert sharded.pop(key, None) == plain.pop(key, None)
+        elif op < 0.7:
+            pairs = [(k, (step, i)) for i, k in enumerate(rng.sample(keys, 5))]
+            plain.update(pairs)
+            sharded.update(pairs)
+        else:
+            assert sharded.get(key) == plain.get(key)
+            assert (key in sharded) == (key in plain)
+            if key in plain:
+                assert sharded[key] == plain[key]
+        assert len(sharded) == len(plain)
+    assert sharded.present(keys) == [k for k in keys if k in plain]
+    with pytest.raises(KeyError):
+        sharded[2**63]
+
+
+def test_sharded_dict_spreads_consecutive_ids_evenly_over_its_parts() -> None:
+    # What bounds the pause of one insertion: no part holds much more than its share.
+    sharded: ShardedDict[int] = ShardedDict(bits=8)
+    sharded.update((10**9 + i, i) for i in range(100_000))
+    sizes = [len(part) for part in sharded._shards]
+    assert len(sizes) == 256
+    assert max(sizes) - min(sizes) <= 1
+
+
+def _tx(tid: int, when: dt.datetime, customer: int = 1, terminal: int = 2) -> Transaction:
+    return Transaction(tid, when, customer, terminal, 10.0)
+
+
+def test_online_state_forgets_transactions_older_than_its_lookback() -> None:
+    cfg = FeatureConfig()
+    state = OnlineFeatureState(cfg)
+    t0 = dt.datetime(2024, 1, 1)
+    state.observe(_tx(1, t0))
+    state.observe(_tx(2, t0 + dt.timedelta(days=1)))
+    assert state.seen(1) and state.seen(2)
+    assert state.add_label(1, True) is True
+    state.observe(_tx(3, t0 + dt.timedelta(days=cfg.lookback_days, seconds=1)))
+    assert not state.seen(1)  # older than the lookback: evicted, with its label
+    assert state.seen(2) and state.seen(3)
+    assert state.add_label(1, True) is False  # no longer known: kept as pending
+    assert len(state._txs) == 2
+
+
+def test_online_state_refuses_an_id_it_holds_and_records_nothing_of_that_batch() -> None:
+    state = OnlineFeatureState(FeatureConfig())
+    t0 = dt.datetime(2024, 1, 1)
+    state.features_many([_tx(i, t0 + dt.timedelta(minutes=i)) for i in range(1, 11)])
+    again = [_tx(i, t0 + dt.timedelta(hours=1, minutes=i)) for i in range(11, 20)] + [_tx(5, t0)]
+    with pytest.raises(DuplicateTransactionError) as e:
+        state.features_many(again)
+    assert e.value.ids == [5]
+    assert not state.seen(11)
+    assert len(state._txs) == 10
