@@ -375,6 +375,24 @@ def base_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def service_env(
+    env: dict[str, str], d: Path, p: Payloads, store: str, batch_size: int
+) -> dict[str, str]:
+    """`env` with our service's settings: the model version, its cache, log and feature state
+    under `d`, no alias poll, batches of `batch_size` allowed."""
+    return {
+        **env,
+        "FRAUD_MODEL_NAME": p.model_name,
+        "FRAUD_MODEL_VERSION": p.version,
+        "FRAUD_MODEL_CACHE_DIR": str(d / "model"),
+        "FRAUD_PREDICTION_LOG": str(d / "predictions.sqlite"),
+        "FRAUD_FEATURE_STORE": store,
+        "FRAUD_RELOAD_POLL_SECONDS": "0",
+        "FRAUD_MAX_BATCH": str(max(1000, batch_size)),
+        "FRAUD_MAX_BODY_BYTES": str(max(1_000_000, 200 * batch_size)),
+    }
+
+
 class Bench:
     """Runs the configurations one after the other; only one server is under load at a time."""
 
@@ -433,16 +451,8 @@ class Bench:
             store = f"redis://127.0.0.1:{redis_port}/0"
         port = free_port()
         env = {
-            **self.env,
+            **service_env(self.env, d, self.payloads, store, a.batch_size),
             "TMPDIR": str(d / "tmp"),
-            "FRAUD_MODEL_NAME": self.payloads.model_name,
-            "FRAUD_MODEL_VERSION": self.payloads.version,
-            "FRAUD_MODEL_CACHE_DIR": str(d / "model"),
-            "FRAUD_PREDICTION_LOG": str(d / "predictions.sqlite"),
-            "FRAUD_FEATURE_STORE": store,
-            "FRAUD_RELOAD_POLL_SECONDS": "0",
-            "FRAUD_MAX_BATCH": str(max(1000, a.batch_size)),
-            "FRAUD_MAX_BODY_BYTES": str(max(1_000_000, 200 * a.batch_size)),
         }
         cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--workers", str(workers)]
