@@ -24,7 +24,7 @@ MODEL ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup run test lint format score serve flow mlflow-ui plots bench bench-serving clean
+.PHONY: help setup run test lint format score serve flow mlflow-ui plots bench bench-serving bench-budget clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench: setup ## run the pipeline benchmark and print its table
 
 bench-serving: setup ## benchmark the API against mlflow models serve with wrk (BENCH_ARGS=--help for options)
 	python benchmarks/serving/run.py $(BENCH_ARGS)
+
+bench-budget: setup ## where a /predict/batch request's CPU goes, and what 100,000 tx/s would leave
+	python benchmarks/serving/budget.py $(BENCH_ARGS)
 
 clean: ## remove generated data, models, reports and stores (keeps the venv)
 	rm -rf data/raw data/features models reports mlflow.db mlartifacts .prefect runs .cache/serving

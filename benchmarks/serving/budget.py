@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where a `/predict/batch` request's CPU goes, and what 100,000 transactions/s would leave
 for the online features, the state and the prediction log. See benchmarks/README.md
-("Batch budget").
+("The batch budget").
 
 Two measurements of the registered model, one after the other:
 
