@@ -10,14 +10,17 @@ Two measurements of the registered model, one after the other:
    times in order after the published history, random customers, terminals and amounts), with
    timers around each stage; medians per request.
 2. Over HTTP, driven by wrk with the serving benchmark's script (`lua/transactions.lua`):
-   S, the service (`python -m serving`, 1 worker); F1 and F2, the floor app
-   (`benchmarks/serving/floor.py`: the same app with the features and the log swapped for
-   no-ops) on 1 and 2 workers. For each: transactions/s, and CPU per 1,000 transactions of
-   the server and of wrk (which shares the machine's cores).
+   S, the service (`python -m serving`, 1 worker, in-process state); S2, the service on one
+   worker per core (at least 2) with the Redis state (a private redis-server, its CPU
+   counted); F1 and F2, the floor app (`benchmarks/serving/floor.py`: the same app with the
+   features and the log swapped for no-ops) on 1 worker and on as many as S2. For each:
+   transactions/s, and CPU per 1,000 transactions of the server and of wrk (which shares the
+   machine's cores).
 
-Then the budget: on C cores, 100,000 tx/s allows C x 10 ms of CPU per 1,000 transactions for
-everything on the machine; the floor's and wrk's share is measured, the rest is what the
-features, the state and the log could use, against what they use now (S - F1). Prints tables
+Then the budget, twice. One worker can use one core: 100,000 tx/s allows it 10 ms of CPU per
+1,000 transactions, of which the floor (F1) takes its share; the rest is what the features,
+the state and the log could use, against what they use now (S - F1). N workers on N cores:
+N x 10 ms for everything on the machine (wrk included), against S2 - F2. Prints tables
 (rich, or markdown with --markdown); never asserts. The servers import a copy of fraud/ and
 serving/ taken at the start.
 
@@ -250,11 +253,16 @@ def over_http(args: argparse.Namespace, p: Payloads, tmp: Path) -> dict[str, Wrk
     env0 = base_env(tmp)
     seq = Sequence()
     results: dict[str, WrkResult] = {}
+    many = _many_workers()
     plans: list[tuple[str, list[str], int]] = [
         ("S", [sys.executable, "-m", "serving"], 1),
-        ("S2", [sys.executable, "-m", "serving"], 2),
+        ("S2", [sys.executable, "-m", "serving"], many),
         ("F1", [sys.executable, "-m", "uvicorn", "benchmarks.serving.floor:create_floor_app"], 1),
-        ("F2", [sys.executable, "-m", "uvicorn", "benchmarks.serving.floor:create_floor_app"], 2),
+        (
+            "F2",
+            [sys.executable, "-m", "uvicorn", "benchmarks.serving.floor:create_floor_app"],
+            many,
+        ),
     ]
     for key, cmd, workers in plans:
         d = tmp / key
@@ -289,7 +297,7 @@ def over_http(args: argparse.Namespace, p: Payloads, tmp: Path) -> dict[str, Wrk
             key,
             cmd,
             env=env,
-            cwd=ROOT,
+            cwd=d,  # not ROOT: `python -m` puts the cwd first on sys.path, before the snapshot
             log_path=d / "server.log",
             ready=lambda url=url: http_status(f"{url}/ready") == 200,
             workers=workers,
@@ -342,6 +350,11 @@ def over_http(args: argparse.Namespace, p: Payloads, tmp: Path) -> dict[str, Wrk
     return results
 
 
+def _many_workers() -> int:
+    """Workers of S2 and F2: one per core, at least 2."""
+    return max(2, os.cpu_count() or 1)
+
+
 def _per_k(cpu_s: float, r: WrkResult, args: argparse.Namespace) -> float:
     """CPU milliseconds per 1,000 transactions."""
     tx = r.requests * args.batch_size
@@ -360,7 +373,7 @@ def http_rows(results: dict[str, WrkResult], args: argparse.Namespace) -> list[l
         rows.append(
             [
                 titles[key],
-                str(2 if key in ("S2", "F2") else 1),
+                str(_many_workers() if key in ("S2", "F2") else 1),
                 str(r.connections),
                 f"{r.tps:,.0f}",
                 f"{_per_k(r.server_cpu_s, r, args):.1f}",
@@ -377,12 +390,12 @@ def budget_rows(results: dict[str, WrkResult], args: argparse.Namespace) -> list
     """What 100,000 tx/s allows per 1,000 transactions, against what is used: on one worker
     (the in-process state lives in one process, so one core) and on every core (a shared
     state; the load generator runs on the same cores)."""
-    cores = os.cpu_count() or 1
+    many = _many_workers()
     per_core = 1e3 / TARGET_TPS * 1000  # ms of CPU per 1,000 transactions on one core
     rows: list[list[str]] = []
     for title, service, floor_key, n in (
         ("one worker, in-process state", "S", "F1", 1),
-        (f"{cores} workers, Redis state", "S2", "F2", cores),
+        (f"{many} workers on {many} cores, Redis state", "S2", "F2", many),
     ):
         s, f = results.get(service), results.get(floor_key)
         if f is None:
@@ -426,7 +439,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--connections", type=int, default=4, help="wrk connections per worker (default 4)"
     )
     ap.add_argument("--start-timeout", type=float, default=180.0, help="seconds to get ready")
-    ap.add_argument("--uneven-retries", type=int, default=3, help="re-runs of an uneven F2")
+    ap.add_argument(
+        "--uneven-retries", type=int, default=3, help="re-runs of an uneven S2 or F2 (default 3)"
+    )
     ap.add_argument("--no-in-process", action="store_true", help="skip the in-process stages")
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP runs")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")

@@ -29,6 +29,7 @@ class ZeroFeatures:
     """`FeatureStore` that keeps no state: every feature is 0 but the amount."""
 
     def __init__(self, cfg: FeatureConfig) -> None:
+        self.cfg = cfg
         self.names = cfg.feature_names()
 
     def seed(self, history: Any) -> None:
