@@ -41,7 +41,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +66,7 @@ from benchmarks.serving.run import (  # noqa: E402
     rich_table,
     service_env,
     snapshot_code,
+    use_registry_env,
 )
 from benchmarks.serving.wrk import TRANSACTIONS_LUA, WrkResult, run_wrk, wrk_path  # noqa: E402
 
@@ -459,10 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="budget-") as t:
         tmp = Path(t)
         snapshot_code(tmp)
-        env = base_env(tmp)
-        for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY"):
-            os.environ.setdefault(k, env[k])
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        use_registry_env(base_env(tmp))
         version = resolve_version(args.model_name, args.alias, args.version)
         payloads = prepare_payloads(args.model_name, version, tmp, args.batch_size)
         console.print(f"model {args.model_name} v{version}, batches of {args.batch_size}")
@@ -502,11 +499,10 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             )
     for title, columns, rows in tables:
-        show: Callable[..., Any] = console.print
         if args.markdown:
             print(f"\n**{title}**\n\n{markdown(columns, rows)}")
         else:
-            show(rich_table(title, columns, rows))
+            console.print(rich_table(title, columns, rows))
     return 0
 
 

@@ -375,6 +375,14 @@ def base_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def use_registry_env(env: dict[str, str]) -> None:
+    """This process's MLflow settings (the registry, no telemetry, no progress bars) from the
+    servers' `env`, unless already set: the payloads read the same registry as the servers."""
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY"):
+        os.environ.setdefault(k, env[k])
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def service_env(
     env: dict[str, str], d: Path, p: Payloads, store: str, batch_size: int
 ) -> dict[str, str]:
@@ -1195,10 +1203,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> Bench:
     """Every configuration, one after the other; every server is stopped on the way out."""
     code = snapshot_code(tmp)
     sys.path.insert(0, str(code))  # this process's own `fraud` import (payloads) too
-    env = base_env(tmp)
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY"):
-        os.environ.setdefault(k, env[k])
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    use_registry_env(base_env(tmp))
     version = resolve_version(args.model_name, args.model_alias, args.model_version)
     payloads = prepare_payloads(args.model_name, version, tmp, args.batch_size)
     console.print(

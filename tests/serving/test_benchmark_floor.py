@@ -5,13 +5,15 @@ not the service's minus the features and the log."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 import serving.app as service
-from benchmarks.serving.floor import create_floor_app
+from benchmarks.serving.floor import ZeroFeatures, create_floor_app
+from fraud.features import FeatureConfig, Transaction
 
 
 def test_floor_app_answers_a_batch_like_the_service_and_records_nothing(
@@ -50,11 +52,6 @@ def test_floor_app_answers_a_batch_like_the_service_and_records_nothing(
 
 
 def test_floor_features_are_zero_but_the_amount() -> None:
-    import datetime as dt
-
-    from benchmarks.serving.floor import ZeroFeatures
-    from fraud.features import FeatureConfig, Transaction
-
     cfg = FeatureConfig()
     txs = [Transaction(i, dt.datetime(2024, 1, 1), 1, 2, 10.0 * i) for i in range(1, 4)]
     batch = ZeroFeatures(cfg).features_many(txs)
