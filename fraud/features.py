@@ -995,8 +995,8 @@ class ShardedDict(Generic[V]):
     hundred insertions (one batch request would wait for all of them); hashed, the parts' sizes
     differ a little and their growths spread over several batches. Measured
     (`benchmarks/serving/state_stalls.py`, 3 million insertions, 1.5 million kept): worst
-    single insertion 0.3 ms instead of 97, worst run of 1,000 insertions 17 ms instead of 97;
-    0.6 µs per insertion instead of 0.13.
+    single insertion 0.6 ms instead of 83-97, worst run of 1,000 insertions 17-18 ms instead of
+    83-97; 0.6 µs per insertion instead of 0.13.
     """
 
     __slots__ = ("_mask", "_shards")
