@@ -5,16 +5,14 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-# Offline-safe, project-local defaults (see docs/stack.md). Override any of them in the environment.
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
-export MLFLOW_DISABLE_TELEMETRY ?= true
-export DO_NOT_TRACK ?= true
-export PREFECT_HOME ?= $(CURDIR)/.prefect
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
-export DVC_NO_ANALYTICS ?= 1
-export ITERATIVE_DO_NOT_TRACK ?= 1
-export MPLBACKEND ?= Agg
+# Offline-safe, project-local defaults from offline.env (see docs/stack.md), each exported with
+# `?=` so that the environment overrides it; ${PROJECT_ROOT} in a value is this directory.
+PROJECT_ROOT := $(CURDIR)
+OFFLINE_ENV := $(shell grep -E '^[A-Z_][A-Z0-9_]*=' $(CURDIR)/offline.env)
+$(if $(OFFLINE_ENV),,$(error $(CURDIR)/offline.env is missing or has no KEY=value line))
+OFFLINE_ENV_KEYS := $(foreach kv,$(OFFLINE_ENV),$(firstword $(subst =, ,$(kv))))
+$(foreach kv,$(OFFLINE_ENV),$(eval export $(firstword $(subst =, ,$(kv))) ?= \
+	$(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv))))
 
 INPUT ?=
 HOST ?= 127.0.0.1
@@ -24,10 +22,13 @@ MODEL ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup run test lint format score serve flow mlflow-ui plots bench bench-serving bench-budget clean
+.PHONY: help setup run test lint format score serve flow mlflow-ui plots bench bench-serving bench-budget clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+print-env: ## print the offline.env variables as the targets' commands see them
+	@$(foreach k,$(OFFLINE_ENV_KEYS),printf '%s=%s\n' $(k) "$${$(k)-(unset)}";)
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

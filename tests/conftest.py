@@ -4,6 +4,7 @@ real `dvc repro` of the whole pipeline in a temporary copy of the project."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,14 +17,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = ROOT / "tests" / "tiny_params.yaml"
+
+
+def read_offline_env(path: Path, project_root: Path) -> dict[str, str]:
+    """offline.env's KEY=value pairs, `${PROJECT_ROOT}` replaced by `project_root`."""
+    pairs = (
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if re.match(r"[A-Z_][A-Z0-9_]*=", line)
+    )
+    return {key: value.replace("${PROJECT_ROOT}", str(project_root)) for key, value in pairs}
+
+
+# offline.env's defaults, and an author for the commits of the temporary git repositories.
 OFFLINE_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "DVC_NO_ANALYTICS": "1",
-    "ITERATIVE_DO_NOT_TRACK": "1",
-    "MPLBACKEND": "Agg",
+    **read_offline_env(ROOT / "offline.env", ROOT),
     "GIT_AUTHOR_NAME": "tests",
     "GIT_AUTHOR_EMAIL": "tests@example.invalid",
     "GIT_COMMITTER_NAME": "tests",
