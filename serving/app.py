@@ -48,6 +48,7 @@ from fraud.features import (
     OnlineFeatureState,
     Transaction,
 )
+from fraud.predictions import FeedbackRow, PredictionRow, open_prediction_log
 from fraud.schema import TransactionRecord, utc_naive_in_range
 from serving.model_store import (
     ModelUnavailableError,
@@ -55,7 +56,6 @@ from serving.model_store import (
     load_serving_model,
     registry_version,
 )
-from serving.prediction_log import open_prediction_log
 from serving.settings import ServingSettings
 
 log = logging.getLogger("serving")
@@ -329,7 +329,7 @@ async def score_transactions(
     threshold, name, version, alias = model.threshold, model.name, model.version, model.alias
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
     rows = [
-        (
+        PredictionRow(
             r.TRANSACTION_ID,
             r.TX_DATETIME.isoformat(),
             r.CUSTOMER_ID,
@@ -739,7 +739,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             else (fb.known_at or now)
         )
         rt.log.log_feedback(
-            [(fb.TRANSACTION_ID, int(fb.is_fraud), known.isoformat(), now.isoformat())]
+            [FeedbackRow(fb.TRANSACTION_ID, int(fb.is_fraud), known.isoformat(), now.isoformat())]
         )
         return FeedbackResponse(
             TRANSACTION_ID=fb.TRANSACTION_ID,

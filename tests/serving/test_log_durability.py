@@ -1,5 +1,5 @@
 """Durability of the prediction log under load and crashes, on real servers: `python -m serving`
-(uvicorn) with a SQLite file or a PostgreSQL database (tests/serving/pg.py) as its log, driven
+(uvicorn) with a SQLite file or a PostgreSQL database (tests/pg_server.py) as its log, driven
 by concurrent HTTP clients (threads, one httpx client each, at most one request in flight each).
 
 The guarantee: a prediction acknowledged with a 200 is in the log (committed before the
@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from pg import PostgresServer, postgres_server
 
 from fraud.predictions import PREDICTIONS_TABLE
+from tests.pg_server import PostgresServer, postgres_server
 
 CLIENTS = 8
 LOAD_REQUESTS = 1600  # per backend, all acknowledged

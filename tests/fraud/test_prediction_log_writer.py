@@ -1,5 +1,5 @@
-"""The prediction log's backends (SQLite, PostgreSQL) behind one interface, on real databases:
-a SQLite file, and a PostgreSQL server started for this module (tests/serving/pg.py).
+"""The prediction log's writer on both backends, on real databases: a SQLite file, and a
+PostgreSQL server started for this module (tests/pg_server.py).
 
 Rows are read back with plain sqlite3 / psycopg, not through the code under test.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import sqlite3
 import threading
@@ -19,22 +18,20 @@ from typing import Any
 
 import psycopg
 import pytest
-from pg import PostgresServer, free_port, postgres_server
 
 from fraud.predictions import (
     FEEDBACK_COLUMNS,
     FEEDBACK_TABLE,
     PREDICTION_COLUMNS,
     PREDICTIONS_TABLE,
-)
-from serving.prediction_log import (
-    PostgresPredictionLog,
-    PredictionLogBackend,
+    FeedbackRow,
     PredictionLogError,
-    SQLitePredictionLog,
+    PredictionRow,
     open_prediction_log,
-    redact_url,
 )
+from fraud.predictions.postgres import PostgresPredictionLog
+from fraud.predictions.sqlite import SQLitePredictionLog
+from tests.pg_server import PostgresServer, postgres_server
 
 _databases = itertools.count()
 
@@ -61,15 +58,19 @@ def plog(target: str):
     log.close()
 
 
+def query(target: str, sql: str) -> list[tuple[Any, ...]]:
+    if target.startswith("postgresql://"):
+        with psycopg.connect(target) as conn:
+            return conn.execute(sql).fetchall()
+    with closing(sqlite3.connect(f"file:{target}?mode=ro", uri=True)) as db:
+        return db.execute(sql).fetchall()
+
+
 def read_rows(target: str, table: str) -> list[dict[str, Any]]:
     """Every row of `table` in insertion order, as dicts, features parsed from JSON."""
     cols = list(PREDICTION_COLUMNS if table == PREDICTIONS_TABLE else FEEDBACK_COLUMNS)
-    if target.startswith("postgresql://"):
-        with psycopg.connect(target) as conn:
-            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY ctid").fetchall()
-    else:
-        with closing(sqlite3.connect(f"file:{target}?mode=ro", uri=True)) as db:
-            rows = db.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid").fetchall()
+    order = "ctid" if target.startswith("postgresql://") else "rowid"
+    rows = query(target, f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
     out = [dict(zip(cols, r, strict=True)) for r in rows]
     for r in out:
         if isinstance(r.get("features"), str):
@@ -77,26 +78,26 @@ def read_rows(target: str, table: str) -> list[dict[str, Any]]:
     return out
 
 
-def prediction(i: int, **features: float) -> tuple[Any, ...]:
-    """A row as the service passes it: PREDICTION_COLUMNS order, features as a dict."""
-    return (
-        i,
-        "2018-10-01T08:15:00",
-        4961,
-        3412,
-        57.16,
-        features or {"CUSTOMER_ID_NB_TX_1DAY_WINDOW": 3.0},
-        0.125,
-        i % 2,
-        0.5,
-        "fraud-detector",
-        "7",
-        "2026-01-02T03:04:05.678901",
+def prediction(i: int, **features: float) -> PredictionRow:
+    return PredictionRow(
+        transaction_id=i,
+        tx_datetime="2018-10-01T08:15:00",
+        customer_id=4961,
+        terminal_id=3412,
+        amount=57.16,
+        features=features or {"CUSTOMER_ID_NB_TX_1DAY_WINDOW": 3.0},
+        score=0.125,
+        is_alert=i % 2,
+        threshold=0.5,
+        model_name="fraud-detector",
+        model_version="7",
+        logged_at="2026-01-02T03:04:05.678901",
     )
 
 
-def test_both_backends_implement_the_interface(plog):
-    assert isinstance(plog, PredictionLogBackend)
+def test_prediction_row_fields_are_the_contract_columns_in_order():
+    assert PredictionRow._fields == tuple(PREDICTION_COLUMNS)
+    assert FeedbackRow._fields == tuple(FEEDBACK_COLUMNS)
 
 
 def test_predictions_round_trip_every_column_one_row_and_several(target, plog):
@@ -130,16 +131,20 @@ def test_a_large_call_stores_each_rows_own_features(target, plog):
     features[5] = {}
     features[6] = {}
     features[199] = {}
-    rows = [prediction(i) for i in range(len(features))]
-    plog.log_predictions([(*r[:5], f, *r[6:]) for r, f in zip(rows, features, strict=True)])
+    plog.log_predictions([prediction(i)._replace(features=f) for i, f in enumerate(features)])
     stored = [r["features"] for r in read_rows(target, PREDICTIONS_TABLE)]
     expected = [{k: (None if math.isnan(v) else v) for k, v in f.items()} for f in features]
     assert stored == expected
 
 
 def test_feedback_round_trips(target, plog):
-    plog.log_feedback([(11, 1, "2018-10-08T00:00:00", "2026-01-02T00:00:00")])
-    plog.log_feedback([(12, 0, "2018-10-09T00:00:00", "2026-01-03T00:00:00"), (13, 1, "k", "r")])
+    plog.log_feedback([FeedbackRow(11, 1, "2018-10-08T00:00:00", "2026-01-02T00:00:00")])
+    plog.log_feedback(
+        [
+            FeedbackRow(12, 0, "2018-10-09T00:00:00", "2026-01-03T00:00:00"),
+            FeedbackRow(13, 1, "k", "r"),
+        ]
+    )
     assert read_rows(target, FEEDBACK_TABLE) == [
         {
             "transaction_id": 11,
@@ -169,7 +174,7 @@ def test_count_follows_each_table_and_refuses_unknown_tables(plog):
     assert plog.count(FEEDBACK_TABLE) == 0
     plog.log_predictions([prediction(i) for i in range(5)])
     plog.log_predictions([prediction(5)])
-    plog.log_feedback([(1, 1, "k", "r")])
+    plog.log_feedback([FeedbackRow(1, 1, "k", "r")])
     plog.log_predictions([])  # nothing to write is not an error
     assert plog.count() == 6
     assert plog.count(FEEDBACK_TABLE) == 1
@@ -178,10 +183,9 @@ def test_count_follows_each_table_and_refuses_unknown_tables(plog):
 
 
 def test_a_call_that_fails_writes_none_of_its_rows_and_the_log_keeps_working(target, plog):
-    bad = list(prediction(2))
-    bad[1] = None  # tx_datetime is NOT NULL
+    bad = prediction(2)._replace(tx_datetime=None)  # tx_datetime is NOT NULL
     with pytest.raises((sqlite3.IntegrityError, psycopg.errors.NotNullViolation)):
-        plog.log_predictions([prediction(1), tuple(bad), prediction(3)])
+        plog.log_predictions([prediction(1), bad, prediction(3)])
     assert plog.count() == 0
     plog.log_predictions([prediction(4)])
     assert [r["transaction_id"] for r in read_rows(target, PREDICTIONS_TABLE)] == [4]
@@ -214,6 +218,48 @@ def test_reopening_keeps_the_tables_and_their_rows(target):
         second.close()
 
 
+def _indexes(target: str) -> set[str]:
+    if target.startswith("postgresql://"):
+        return {r[0] for r in query(target, "SELECT indexname FROM pg_indexes")}
+    return {r[0] for r in query(target, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+def test_a_log_made_before_the_reader_gets_its_indexes_when_opened(target):
+    """Logs written by earlier versions had the tables and one index only: opening one adds
+    the indexes the reader filters and joins on, and keeps its rows."""
+    old = [
+        *(
+            f"CREATE TABLE {t} ({', '.join(f'{c} {s}' for c, s in cols.items())})"
+            for t, cols in (
+                (PREDICTIONS_TABLE, PREDICTION_COLUMNS),
+                (FEEDBACK_TABLE, FEEDBACK_COLUMNS),
+            )
+        ),
+        f"CREATE INDEX {PREDICTIONS_TABLE}_tx ON {PREDICTIONS_TABLE}(transaction_id)",
+        f"INSERT INTO {FEEDBACK_TABLE} VALUES (1, 1, 'k', 'r')",
+    ]
+    if target.startswith("postgresql://"):
+        with psycopg.connect(target, autocommit=True) as conn:
+            for statement in old:
+                conn.execute(statement.replace("features TEXT", "features JSONB"))
+    else:
+        Path(target).parent.mkdir(parents=True)
+        with closing(sqlite3.connect(target)) as db, db:
+            for statement in old:
+                db.execute(statement)
+    assert f"{PREDICTIONS_TABLE}_tx_datetime" not in _indexes(target)
+    log = open_prediction_log(target)
+    try:
+        assert log.count(FEEDBACK_TABLE) == 1
+    finally:
+        log.close()
+    assert {
+        f"{PREDICTIONS_TABLE}_tx",
+        f"{PREDICTIONS_TABLE}_tx_datetime",
+        f"{FEEDBACK_TABLE}_tx",
+    } <= _indexes(target)
+
+
 def test_factory_picks_the_backend_from_the_target(tmp_path: Path, pg_server: PostgresServer):
     for path in (str(tmp_path / "a.sqlite"), tmp_path / "b.sqlite"):
         log = open_prediction_log(path)
@@ -239,124 +285,12 @@ def test_factory_refuses_other_urls_instead_of_creating_a_file_named_after_them(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_postgres_tables_have_the_contract_columns_with_mapped_types(pg_server: PostgresServer):
-    url = pg_server.create_database(f"log_{next(_databases)}")
-    open_prediction_log(url).close()
-    with psycopg.connect(url) as conn:
-        for table, contract in (
-            (PREDICTIONS_TABLE, PREDICTION_COLUMNS),
-            (FEEDBACK_TABLE, FEEDBACK_COLUMNS),
-        ):
-            cols = conn.execute(
-                "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-                "WHERE table_name = %s ORDER BY ordinal_position",
-                (table,),
-            ).fetchall()
-            expected = {
-                "INTEGER": "bigint",
-                "REAL": "double precision",
-                "TEXT": "text",
-            }
-            assert [c[0] for c in cols] == list(contract)
-            for name, data_type, nullable in cols:
-                sqlite_type = contract[name].split()[0]
-                assert data_type == ("jsonb" if name == "features" else expected[sqlite_type])
-                assert nullable == ("NO" if "NOT NULL" in contract[name] else "YES")
-
-
-def test_unreachable_postgres_fails_at_start_naming_the_url_without_its_password():
-    port = free_port()  # nothing listens there
-    with pytest.raises(PredictionLogError) as e:
-        open_prediction_log(f"postgresql://fraud:hunter2@127.0.0.1:{port}/predictions")
-    message = str(e.value)
-    assert f"postgresql://fraud:***@127.0.0.1:{port}/predictions" in message
-    assert "cannot connect" in message and "Connection refused" in message
-    assert "hunter2" not in message
-    assert e.value.__cause__ is None and e.value.__suppress_context__
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "postgresql://fraud:hunt%zzer2@127.0.0.1:5432/db",  # libpq quotes the bad token
-        "postgresql://fraud@127.0.0.1:5432/db?password=%zzhunter2",
-        "postgresql://fraud:hunter2@127.0.0.1:5432/db?unknown_option=1",
-    ],
-)
-def test_malformed_postgres_url_error_hides_the_password(url: str):
-    with pytest.raises(PredictionLogError, match="invalid PostgreSQL URL") as e:
-        open_prediction_log(url)
-    assert "hunt" not in str(e.value) and "zz" not in str(e.value)
-    assert "***" in str(e.value)
-
-
-def test_redact_url_hides_passwords_in_user_info_and_parameters():
-    assert redact_url("postgresql://u:p@h:5432/db") == "postgresql://u:***@h:5432/db"
-    assert redact_url("postgres://u:p@ss@h/db") == "postgres://u:***@h/db"
-    assert redact_url("postgresql://u@h/db?password=p&sslmode=require") == (
-        "postgresql://u@h/db?password=***&sslmode=require"
-    )
-    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
-
-
-def test_postgres_reconnects_once_after_the_server_dropped_the_connection(
-    pg_server: PostgresServer, caplog: pytest.LogCaptureFixture
-):
-    url = pg_server.create_database(f"log_{next(_databases)}")
-    # Trust auth ignores the password: it is there to check that no log line shows it.
-    with_password = url.replace("postgres@", "postgres:hunter2@", 1)
-    log = open_prediction_log(with_password)
-    try:
-        log.log_predictions([prediction(1)])
-        with psycopg.connect(url, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'fraud-serving' AND datname = current_database()"
-            ).fetchall()
-            assert killed == [(True,)]
-            # pg_terminate_backend only signals: wait until the backend has really gone, so
-            # its farewell is on our socket before the next write (as after any real drop).
-            for _ in range(200):
-                left = admin.execute(
-                    "SELECT COUNT(*) FROM pg_stat_activity "
-                    "WHERE application_name = 'fraud-serving' AND datname = current_database()"
-                ).fetchone()
-                if left == (0,):
-                    break
-                time.sleep(0.01)
-        with caplog.at_level(logging.WARNING, logger="serving.prediction_log"):
-            log.log_predictions([prediction(2)])  # seen dropped before sending: reconnect
-            log.log_predictions([prediction(3), prediction(4)])
-        assert log.count() == 4
-        assert "connection lost; reconnecting" in caplog.text
-        assert "hunter2" not in caplog.text and "hunter2" not in repr(log)
-    finally:
-        log.close()
-
-
-def test_postgres_down_fails_the_call_clearly_then_recovers_when_it_is_back(
-    pg_server: PostgresServer,
-):
-    url = pg_server.create_database(f"log_{next(_databases)}")
-    log = open_prediction_log(url)
-    try:
-        log.log_predictions([prediction(1)])
-        pg_server.stop()
-        try:
-            with pytest.raises(PredictionLogError, match=r"prediction log at postgresql://"):
-                log.log_predictions([prediction(2)])
-        finally:
-            pg_server.start()
-        log.log_predictions([prediction(3)])
-        assert [r["transaction_id"] for r in read_rows(url, PREDICTIONS_TABLE)] == [1, 3]
-    finally:
-        log.close()
-
-
 def _open_and_log(path: str, barrier: Any, worker: int) -> int:
     barrier.wait()
     log = SQLitePredictionLog(Path(path))
-    log.log_feedback([(worker, 1, "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:01+00:00")])
+    log.log_feedback(
+        [FeedbackRow(worker, 1, "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:01+00:00")]
+    )
     count = log.count(FEEDBACK_TABLE)
     log.close()
     return count

@@ -9,8 +9,8 @@ start it again on the same data (crash recovery). The binaries are found with
 `FRAUD_TEST_PG_BIN`, then `pg_config --bindir`, then /usr/lib/postgresql/<newest>/bin (Debian's
 layout); without them the tests skip with the reason.
 
-Import it from the tests of this directory (`from pg import ...`: pytest puts the test file's
-directory on sys.path, as for conftest.py).
+Shared by the tests of several packages: `from tests.pg_server import ...` (pytest puts the
+repository root on sys.path, pyproject.toml's `pythonpath`).
 """
 
 from __future__ import annotations
