@@ -39,10 +39,7 @@ peak memory < 4 GiB; no-op `dvc repro` < 5 s. Nothing here asserts: it reports.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -56,7 +53,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +61,36 @@ import pandas as pd
 import psutil
 import yaml
 from rich.console import Console
-from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for `python <this>`
 
-from fraud.features import FeatureConfig, compute_features  # noqa: E402
-from fraud.simulator import SimulatorConfig, simulate  # noqa: E402
-
-GIB = 1024**3
-MIB = 1024**2
+from benchmarks.common.machine import (
+    busy_cpu_s,
+    children_cpu_s,
+    machine_info,
+    own_cpu_s,
+    wait_for_idle,
+)
+from benchmarks.common.project import (
+    RESULTS_DIR,
+    ROOT,
+    git_dirty,
+    git_head,
+    offline_env,
+)
+from benchmarks.common.report import (
+    GIB,
+    command_line,
+    fmt_bytes,
+    fmt_rate,
+    fmt_s,
+    markdown_table,
+    rich_table,
+    verdict,
+    write_results,
+)
+from fraud.features import FeatureConfig, compute_features
+from fraud.simulator import SimulatorConfig, simulate
 
 TARGET_REPRO_S = 300.0
 TARGET_FEATURES_S = 60.0
@@ -96,22 +111,6 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 
 # ============================================================================================
 # Measuring helpers
-
-
-def fmt_s(s: float | None) -> str:
-    if s is None:
-        return "—"
-    return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
-
-
-def fmt_bytes(b: float | None) -> str:
-    if b is None:
-        return "—"
-    return f"{b / GIB:.2f} GiB" if b >= GIB else f"{b / MIB:.0f} MiB"
-
-
-def fmt_rate(r: float) -> str:
-    return f"{r / 1e6:.2f} M rows/s" if r >= 1e6 else f"{r / 1e3:.1f} k rows/s"
 
 
 def _pss(pid: int) -> int | None:
@@ -202,16 +201,9 @@ def peak_rss_of_self(out: dict[str, int]) -> Iterator[None]:
         out["delta"] = max(out["peak"] - before, 0)
 
 
-def busy_cpu_s() -> float:
-    """CPU-seconds the whole machine has been busy (all processes, all CPUs)."""
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-
-
-def own_cpu_s() -> float:
-    """CPU-seconds of this process and its finished (waited-for) children."""
-    t = psutil.Process().cpu_times()
-    return t.user + t.system + t.children_user + t.children_system
+def own_and_children_cpu_s() -> float:
+    """CPU-seconds of this process and its finished (waited-for) children: dvc repro's tree."""
+    return own_cpu_s() + children_cpu_s()
 
 
 @dataclass
@@ -234,12 +226,12 @@ class Section:
 @contextmanager
 def section(name: str, out: list[Section]) -> Iterator[None]:
     sec = Section(name, load_start=os.getloadavg()[0])
-    t0, busy0, own0 = time.perf_counter(), busy_cpu_s(), own_cpu_s()
+    t0, busy0, own0 = time.perf_counter(), busy_cpu_s(), own_and_children_cpu_s()
     try:
         yield
     finally:
         sec.wall_s = time.perf_counter() - t0
-        sec.own_cpu_s = own_cpu_s() - own0
+        sec.own_cpu_s = own_and_children_cpu_s() - own0
         sec.other_cpu_s = max(busy_cpu_s() - busy0 - sec.own_cpu_s, 0.0)
         sec.load_end = os.getloadavg()[0]
         out.append(sec)
@@ -294,14 +286,9 @@ def bench_env(tmp: Path) -> dict[str, str]:
     for k in ("PREFECT_API_URL", "VIRTUAL_ENV_PROMPT"):
         env.pop(k, None)
     env.update(
+        # The project's offline defaults, its MLflow store and Prefect home those of the copy.
+        offline_env(tmp),
         PATH=venv_bin + os.pathsep + env.get("PATH", ""),
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
-        DVC_NO_ANALYTICS="1",
-        ITERATIVE_DO_NOT_TRACK="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
-        MPLBACKEND="Agg",
-        PREFECT_HOME=str(tmp / ".prefect"),
         # The stages import fraud/ and pipelines/ from the copy, not from the editable install.
         PYTHONPATH=str(tmp),
         PYTHONUNBUFFERED="1",
@@ -909,10 +896,6 @@ def mem_ratio(ours: int, baseline: int) -> str:
     return f"{ours / max(baseline, 1):.1f}x more"
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def build_rows(
     pipe: PipelineFigures | None, sim: SimulatorFigures | None, feat: FeatureFigures | None
 ) -> list[Row]:
@@ -1118,99 +1101,24 @@ def stage_cells(pipe: PipelineFigures) -> list[list[str]]:
     ]
 
 
-def stage_table(pipe: PipelineFigures) -> Table:
-    t = Table(title="dvc repro, per stage", title_justify="left")
-    for i, col in enumerate(STAGE_COLUMNS):
-        t.add_column(col, justify="left" if i == 0 else "right")
-    for cells in stage_cells(pipe):
-        t.add_row(*cells)
-    return t
+SUMMARY_COLUMNS = ["what", "measured", "target / baseline", "ratio", "pass/fail"]
+SUMMARY_CENTERED = {"pass/fail"}
 
 
-def summary_table(rows: list[Row], title: str) -> Table:
-    t = Table(title=title, title_justify="left")
-    t.add_column("what")
-    t.add_column("measured", justify="right")
-    t.add_column("target / baseline", justify="right")
-    t.add_column("ratio", justify="right")
-    t.add_column("pass/fail", justify="center")
-    style = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]", "info": "[dim]info[/]"}
-    for r in rows:
-        t.add_row(r.what, r.measured, r.target, r.ratio, style[r.verdict])
-    return t
+def summary_cells(rows: list[Row]) -> list[list[str]]:
+    return [[r.what, r.measured, r.target, r.ratio, r.verdict] for r in rows]
 
 
 def markdown(rows: list[Row], pipe: PipelineFigures | None) -> str:
     """The same tables as Markdown (for benchmarks/README.md)."""
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    out = [
-        line(["what", "measured", "target / baseline", "ratio", "pass/fail"]),
-        "| --- | ---: | ---: | ---: | :---: |",
-    ]
-    for r in rows:
-        what = f"&nbsp;&nbsp;{r.what.strip()}" if r.what.startswith("  ") else r.what
-        out.append(line([what, r.measured, r.target, r.ratio, r.verdict]))
+    cells = summary_cells(rows)
+    for row in cells:  # Markdown drops leading spaces: indent the sub-rows with &nbsp;
+        if row[0].startswith("  "):
+            row[0] = f"&nbsp;&nbsp;{row[0].strip()}"
+    out = markdown_table(SUMMARY_COLUMNS, cells, centered=SUMMARY_CENTERED)
     if pipe:
-        out += ["", line(STAGE_COLUMNS), "| --- |" + " ---: |" * (len(STAGE_COLUMNS) - 1)]
-        out += [line(cells) for cells in stage_cells(pipe)]
-    return "\n".join(out)
-
-
-def machine_info() -> dict[str, Any]:
-    vm = psutil.virtual_memory()
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", *PROJECT_FILES],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        head, dirty = "unknown", ""
-    return {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "mem_total_gib": round(vm.total / GIB, 1),
-        "mem_available_gib": round(vm.available / GIB, 1),
-        "python": platform.python_version(),
-        "versions": {p: _version(p) for p in ("dvc", "pandas", "numpy", "xgboost-cpu", "mlflow")},
-        "git_head": head,
-        "pipeline_files_dirty": dirty.splitlines(),  # uncommitted changes the run measured
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _version(pkg: str) -> str | None:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def wait_for_idle(limit: float, timeout: float) -> None:
-    if timeout <= 0:
-        return
-    t0 = time.monotonic()
-    while os.getloadavg()[0] >= limit and time.monotonic() - t0 < timeout:
-        console.print(f"waiting for load < {limit} (now {os.getloadavg()[0]:.2f}) ...")
-        time.sleep(15)
+        out += "\n\n" + markdown_table(STAGE_COLUMNS, stage_cells(pipe))
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1252,7 +1160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--json",
         type=Path,
-        default=ROOT / "benchmarks/results/pipeline.json",
+        default=RESULTS_DIR / "pipeline.json",
         help="where to write the results (default benchmarks/results/pipeline.json)",
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary project directory")
@@ -1276,8 +1184,12 @@ def main(argv: list[str] | None = None) -> int:
         features_customers = 300 if args.quick else 0
     sim_customers = args.sim_customers or (100 if args.quick else 500)
 
-    wait_for_idle(0.5, args.wait_idle)
-    machine = machine_info()  # the git commit and local changes the copy is taken from
+    wait_for_idle(console, 0.5, args.wait_idle)
+    machine = {  # with the git commit and local changes the copy is taken from
+        **machine_info(("dvc", "pandas", "numpy", "xgboost-cpu", "mlflow")),
+        "git_head": git_head(),
+        "pipeline_files_dirty": git_dirty(PROJECT_FILES),
+    }
     load_before = os.getloadavg()
     console.print(
         f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}"
@@ -1292,7 +1204,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_full:
         with section("pipeline (dvc repro, no-op, CLI start-up)", sections):
             pipe = bench_pipeline(args, quick_sim)
-        console.print(stage_table(pipe))
+        console.print(rich_table("dvc repro, per stage", STAGE_COLUMNS, stage_cells(pipe)))
     if not args.skip_baselines:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         cfg = SimulatorConfig.model_validate({**params["simulator"], **quick_sim})
@@ -1318,12 +1230,14 @@ def main(argv: list[str] | None = None) -> int:
         f"Pipeline benchmark ({mode}); load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; {os.cpu_count()} CPUs"
     )
-    console.print(summary_table(rows, title))
+    console.print(
+        rich_table(title, SUMMARY_COLUMNS, summary_cells(rows), centered=SUMMARY_CENTERED)
+    )
     if feat and not feat.allclose_outside_ties:
         console.print("per-feature differences:", feat.per_feature)
 
     out = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "mode": "quick" if args.quick else "full",
         "machine": machine,
         "load_average_before": load_before,
@@ -1343,14 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.markdown:
         print(markdown(rows, pipe))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    ignore = args.json.parent / ".gitignore"
-    if args.json.parent == ROOT / "benchmarks/results" and not ignore.exists():
-        ignore.write_text("*.json\n")
-    args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    console.print(
-        f"wrote {args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json}"
-    )
+    console.print(f"wrote {write_results(args.json, out)}")
     failed = [r.what.strip() for r in rows if r.verdict == "FAIL"]
     if failed:
         console.print(f"[bold red]{len(failed)} row(s) miss their target or baseline[/]")

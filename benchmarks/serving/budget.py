@@ -44,31 +44,29 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project, for `python <this>`
 
-from benchmarks.serving.procs import (  # noqa: E402
+from benchmarks.common.report import markdown_table, rich_table
+from benchmarks.serving.procs import (
     Service,
     free_port,
     http_status,
     redis_service,
 )
-from benchmarks.serving.run import (  # noqa: E402
+from benchmarks.serving.run import (
+    TEXT_COLUMNS,
     Payloads,
     Sequence,
     base_env,
     console,
-    markdown,
     measured,
     prepare_payloads,
     resolve_version,
-    rich_table,
     service_env,
     snapshot_code,
     use_registry_env,
 )
-from benchmarks.serving.wrk import TRANSACTIONS_LUA, WrkResult, run_wrk, wrk_path  # noqa: E402
+from benchmarks.serving.wrk import TRANSACTIONS_LUA, WrkResult, run_wrk, wrk_path
 
 TARGET_TPS = 100_000
 ID_ORIGIN = 2_000_000_000  # in-process ids; wrk's start at 1e9 (and go to other servers)
@@ -82,7 +80,7 @@ def _stage_timers() -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
     """Wrap each stage of the batch path with a timer (module attributes, looked up at call
     time); returns the timings and the stages in table order (label, what it covers)."""
     import fraud.features as features
-    import fraud.predictions.sqlite as plog
+    import serving.prediction_log as plog
     import serving.app as app
     import serving.predictor as predictor
 
@@ -500,9 +498,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     for title, columns, rows in tables:
         if args.markdown:
-            print(f"\n**{title}**\n\n{markdown(columns, rows)}")
+            print(f"\n**{title}**\n\n{markdown_table(columns, rows, text_columns=TEXT_COLUMNS)}")
         else:
-            console.print(rich_table(title, columns, rows))
+            console.print(rich_table(title, columns, rows, text_columns=TEXT_COLUMNS))
     return 0
 
 

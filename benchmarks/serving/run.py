@@ -32,35 +32,45 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import psutil
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project, for `python <this>`
 
-from benchmarks.serving.procs import (  # noqa: E402
+from benchmarks.common.machine import (
+    busy_cpu_s,
+    command_output,
+    machine_info,
+    own_cpu_s,
+    steal_cpu_s,
+    wait_for_idle,
+)
+from benchmarks.common.project import RESULTS_DIR, ROOT, git_dirty, git_head, offline_env
+from benchmarks.common.report import (
+    command_line,
+    fmt_ms,
+    fmt_ratio,
+    markdown_table,
+    rich_table,
+    verdict,
+    write_results,
+)
+from benchmarks.serving.procs import (
     Service,
     free_port,
     http_status,
@@ -68,7 +78,7 @@ from benchmarks.serving.procs import (  # noqa: E402
     redis_command,
     redis_service,
 )
-from benchmarks.serving.wrk import (  # noqa: E402
+from benchmarks.serving.wrk import (
     BODIES_LUA,
     TRANSACTIONS_LUA,
     WrkResult,
@@ -249,21 +259,6 @@ class Sequence:
 # Running
 
 
-def busy_cpu_s() -> float:
-    t = psutil.cpu_times()
-    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
-
-
-def steal_cpu_s() -> float:
-    """CPU-seconds the hypervisor gave to other guests while this VM wanted to run."""
-    return float(getattr(psutil.cpu_times(), "steal", 0.0))
-
-
-def own_cpu_s() -> float:
-    t = psutil.Process().cpu_times()
-    return float(t.user + t.system)
-
-
 def measured(run: Callable[[], WrkResult], services: list[Service]) -> WrkResult:
     """Run wrk and account for the CPU: the servers', wrk's and everybody else's."""
     busy0, own0, steal0 = busy_cpu_s(), own_cpu_s(), steal_cpu_s()
@@ -358,13 +353,16 @@ def snapshot_code(tmp: Path) -> Path:
 
 
 def base_env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
+    """The servers' environment: the project's offline defaults (its MLflow store unless
+    MLFLOW_TRACKING_URI says otherwise), this environment but its FRAUD_* settings, and the
+    snapshot first on PYTHONPATH."""
+    env = {
+        **offline_env(ROOT),
+        **{k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")},
+    }
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
     env.update(
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
         MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(
@@ -726,12 +724,6 @@ class Bench:
 # Reporting
 
 
-def fmt_ms(v: float | None) -> str:
-    if v is None:
-        return "—"
-    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
-
-
 def fmt_cores(r: WrkResult) -> str:
     """Server CPU in cores over the run, and how it splits over the busiest processes."""
     if r.elapsed_s <= 0:
@@ -740,10 +732,6 @@ def fmt_cores(r: WrkResult) -> str:
     split = r.server_process_cores
     cell = f"{total} ({' + '.join(f'{c:.2f}' for c in split)})" if len(split) > 1 else total
     return cell + (" UNEVEN" if r.uneven else "")
-
-
-def fmt_ratio(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
 
 
 def ratio(a: WrkResult | None, b: WrkResult | None) -> float | None:
@@ -900,10 +888,6 @@ def evaluate_targets(results: dict[str, ConfigResult], ex: Extras) -> list[Targe
     return out
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def target(what: str, m: str, ok: bool, r: WrkResult | None, pending: str | None) -> Target:
     if pending:
         return Target(what, m, "n/a", pending)
@@ -935,75 +919,6 @@ RESULT_COLUMNS = [
 EXTRAS_COLUMNS = ["what", "c", "req/s", "tx/s", "p50 ms", "p99 ms", "errors", "compared with"]
 TARGET_COLUMNS = ["target", "measured", "verdict", "note"]
 TEXT_COLUMNS = {"errors", "note", "compared with", "verdict"}
-
-
-def rich_table(title: str, columns: list[str], rows: list[list[str]], left: int = 1) -> Table:
-    t = Table(title=title, title_justify="left")
-    for i, col in enumerate(columns):
-        t.add_column(col, justify="left" if i < left or col in TEXT_COLUMNS else "right")
-    style = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]", "n/a": "[yellow]n/a[/]"}
-    for cells in rows:
-        cells = [escape(c) for c in cells]
-        cells = [
-            style.get(c, f"[bold red]{c}[/]" if c.startswith(("FLAGGED", "FAILED")) else c)
-            for c in cells
-        ]
-        t.add_row(*cells)
-    return t
-
-
-def markdown(columns: list[str], rows: list[list[str]], left: int = 1) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    align = ["---" if i < left or c in TEXT_COLUMNS else "---:" for i, c in enumerate(columns)]
-    return "\n".join([line(columns), line(align), *(line(r) for r in rows)])
-
-
-def machine_info() -> dict[str, Any]:
-    def out(cmd: list[str]) -> str:
-        try:
-            p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=10)
-            return (p.stdout + p.stderr).strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    cpu_model = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-
-    def version(pkg: str) -> str | None:
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "versions": {
-            p: version(p) for p in ("mlflow", "uvicorn", "fastapi", "xgboost-cpu", "redis")
-        },
-        "wrk": out(["wrk", "-v"]).splitlines()[0] if wrk_path() else None,
-        "redis_server": out(["redis-server", "--version"]) or None,
-        "git_head": out(["git", "rev-parse", "--short", "HEAD"]),
-        "serving_files_dirty": out(
-            ["git", "status", "--porcelain", "--", "serving", "fraud"]
-        ).splitlines(),
-    }
-
-
-def wait_for_idle(limit: float, timeout: float) -> None:
-    t0 = time.monotonic()
-    while timeout > 0 and os.getloadavg()[0] >= limit and time.monotonic() - t0 < timeout:
-        console.print(f"waiting for load < {limit} (now {os.getloadavg()[0]:.2f}) ...")
-        time.sleep(15)
 
 
 # ============================================================================================
@@ -1132,7 +1047,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-tmp", action="store_true", help="keep the temporary directory (logs, stores)"
     )
     args = p.parse_args(argv)
-    args.json = args.json or ROOT / "benchmarks/results/serving.json"
+    args.json = args.json or RESULTS_DIR / "serving.json"
     for name in ("duration", "warmup", "timeout", "step", "start_timeout"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
@@ -1172,9 +1087,15 @@ def main(argv: list[str] | None = None) -> int:
     if not wrk_path():
         console.print("[bold red]wrk not found[/]: apt-get install wrk")
         return 2
-    wait_for_idle(0.5, args.wait_idle)
+    wait_for_idle(console, 0.5, args.wait_idle)
     t_start = time.perf_counter()
-    machine = machine_info()
+    machine = {
+        **machine_info(("mlflow", "uvicorn", "fastapi", "xgboost-cpu", "redis")),
+        "wrk": command_output(["wrk", "-v"]).splitlines()[0] if wrk_path() else None,
+        "redis_server": command_output(["redis-server", "--version"]) or None,
+        "git_head": git_head(),
+        "serving_files_dirty": git_dirty(["serving", "fraud"]),
+    }
     load_before = os.getloadavg()
     console.print(
         f"load average {load_before[0]:.2f} on {os.cpu_count()} CPUs; "
@@ -1240,13 +1161,17 @@ def report(
         f"Serving: wrk -t{args.threads}, {args.duration:g} s per run, model v{version}; load "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs"
     )
-    console.print(rich_table(title, RESULT_COLUMNS, rows))
+    console.print(rich_table(title, RESULT_COLUMNS, rows, text_columns=TEXT_COLUMNS))
     erows = extras_rows(ex, results)
     if erows:
-        console.print(rich_table("Explain and batch", EXTRAS_COLUMNS, erows))
+        console.print(
+            rich_table("Explain and batch", EXTRAS_COLUMNS, erows, text_columns=TEXT_COLUMNS)
+        )
     targets = evaluate_targets(results, ex)
     trows = [[t.what, t.measured, t.verdict, t.note] for t in targets]
-    console.print(rich_table("Targets (the issue)", TARGET_COLUMNS, trows, left=2))
+    console.print(
+        rich_table("Targets (the issue)", TARGET_COLUMNS, trows, left=2, text_columns=TEXT_COLUMNS)
+    )
     console.print(f"[dim]{PAYLOAD_NOTE}[/]")
     for res in results.values():
         for n in res.notes:
@@ -1268,12 +1193,12 @@ def report(
             + "[/]"
         )
     if args.markdown:
-        print(markdown(RESULT_COLUMNS, rows))
+        print(markdown_table(RESULT_COLUMNS, rows, text_columns=TEXT_COLUMNS))
         print()
         if erows:
-            print(markdown(EXTRAS_COLUMNS, erows))
+            print(markdown_table(EXTRAS_COLUMNS, erows, text_columns=TEXT_COLUMNS))
             print()
-        print(markdown(TARGET_COLUMNS, trows, left=1))
+        print(markdown_table(TARGET_COLUMNS, trows, text_columns=TEXT_COLUMNS))
 
     def run_json(r: WrkResult | None) -> dict[str, Any] | None:
         if r is None:
@@ -1290,7 +1215,7 @@ def report(
         return d
 
     out = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "machine": machine,
         "load_average_before": load_before,
         "load_average_after": load_after,
@@ -1334,12 +1259,7 @@ def report(
         "table": [dict(zip(RESULT_COLUMNS, r, strict=True)) for r in rows],
         "checks": [asdict(t) for t in targets],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    ignore = args.json.parent / ".gitignore"
-    if args.json.parent == ROOT / "benchmarks/results" and not ignore.exists():
-        ignore.write_text("*.json\n")
-    args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    shown = args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json
+    shown = write_results(args.json, out)
     console.print(f"wrote {shown} in {time.perf_counter() - t_start:.0f} s")
 
 

@@ -26,14 +26,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from rich.console import Console
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project, for `python <this>`
 
-from fraud.features import ShardedDict  # noqa: E402
+from benchmarks.common.report import markdown_table, rich_table
+from fraud.features import ShardedDict
 
 console = Console()
 
@@ -127,17 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     if args.markdown:
-        print("| " + " | ".join(columns) + " |")
-        print("| --- |" + " ---: |" * (len(columns) - 1))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        print(markdown_table(columns, rows))
     else:
-        table = Table(title=f"{args.n:,} insertions, {args.keep:,} kept")
-        for i, col in enumerate(columns):
-            table.add_column(col, justify="left" if i == 0 else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        console.print(rich_table(f"{args.n:,} insertions, {args.keep:,} kept", columns, rows))
     return 0
 
 

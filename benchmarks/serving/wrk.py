@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import resource
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common.machine import children_cpu_s
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 TRANSACTIONS_LUA = LUA_DIR / "transactions.lua"
@@ -116,12 +117,6 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def children_cpu_s() -> float:
-    """CPU-seconds of this process's finished, waited-for children (here: wrk runs)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def run_wrk(
     label: str,
     url: str,
@@ -150,7 +145,7 @@ def run_wrk(
         *script_args,
     ]
     result = WrkResult(label, url, connections, threads, duration_s, per_request=per_request)
-    cpu0 = children_cpu_s()
+    cpu0 = children_cpu_s()  # wrk is the child that finishes in between
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=duration_s + timeout_s + 60

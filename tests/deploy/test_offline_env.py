@@ -1,7 +1,8 @@
 """offline.env is the one home of the offline-safe defaults: the Makefile, .ci/run, the GitHub
-workflow and tests/conftest.py each read it, make its `${PROJECT_ROOT}` their own root, and keep
-a value already set in the environment. Each reader runs here on a project copy whose offline.env
-holds variables that no reader could know unless it read the file."""
+workflow, tests/conftest.py and the benchmarks each read it and make its `${PROJECT_ROOT}` their
+own root; all but the benchmarks keep a value already set in the environment. Each reader runs
+here on a project copy whose offline.env holds variables that no reader could know unless it read
+the file."""
 
 from __future__ import annotations
 
@@ -181,3 +182,11 @@ def test_conftest_sets_the_files_variables_as_defaults(project):
     )
     env = json.loads(proc.stdout)
     assert {k: env.get(k) for k in expected(project)} == expected(project)
+
+
+def test_the_benchmarks_apply_the_file_to_the_project_they_run(tmp_path):
+    from benchmarks.common.project import offline_env
+
+    lines = (ROOT / "offline.env").read_text().replace("${PROJECT_ROOT}", str(tmp_path))
+    assert offline_env(tmp_path) == parse_env_lines(lines)
+    assert offline_env(tmp_path)["PREFECT_HOME"] == f"{tmp_path}/.prefect"
