@@ -1,0 +1,42 @@
+"""The registry contract: the names, tags and artifact paths `pipelines` writes to MLflow and
+every reader (`serving`, batch scoring, monitoring) reads back.
+
+Artifact paths are given as a directory and a file name, because MLflow logs a local file into
+a directory of the run (`log_artifact(local, artifact_path=directory)`); the full path is
+derived from both, so each path is written once.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODEL_NAME = "fraud-detector"
+ALIAS_CHAMPION = "champion"
+ALIAS_CHALLENGER = "challenger"
+
+# Tag keys on every model version.
+TAG_GIT_COMMIT = "lineage.git_commit"
+TAG_DATA_HASH = "lineage.data_md5"  # md5 of data/raw/transactions.parquet, as DVC records it
+TAG_PARAMS_HASH = "lineage.params_sha256"
+TAG_TRAIN_WINDOW = "lineage.train_window"
+TAG_TEST_WINDOW = "lineage.test_window"
+TAG_DECISION = "gate.decision"  # "champion" or "challenger"
+TAG_REASON = "gate.reason"
+TAG_THRESHOLD = "model.threshold"
+TAG_FEATURES = "model.features"  # comma-separated, in the model's column order
+#: Longest tag value written: MLflow rejects longer model-version tags and descriptions.
+MAX_TAG_LENGTH = 4000
+
+# Artifacts inside the MLflow run of a model version.
+ARTIFACT_MODEL = "model"  # MLflow model (xgboost flavor)
+NATIVE_MODEL_FORMAT = "ubj"  # XGBoost's native UBJSON, never a pickle
+NATIVE_MODEL_FILE = f"model.{NATIVE_MODEL_FORMAT}"  # its name inside the MLflow model directory
+
+MODEL_INFO_DIR = "model_info"
+TRAIN_INFO_FILE = "train_info.json"  # features, threshold, feature config, windows, params
+ARTIFACT_MODEL_INFO = f"{MODEL_INFO_DIR}/{TRAIN_INFO_FILE}"
+
+FEATURE_STATE_DIR = "feature_state"
+FEATURE_HISTORY_FILE = "history.parquet"  # recent raw history seeding the online state
+ARTIFACT_FEATURE_STATE = f"{FEATURE_STATE_DIR}/{FEATURE_HISTORY_FILE}"
+
+EVALUATION_DIR = "evaluation"  # metrics and pictures of the test window
+ARTIFACT_MODEL_CARD = "model_card.md"  # at the root of the run's artifacts

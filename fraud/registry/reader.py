@@ -1,0 +1,268 @@
+"""Reading a registered model version: its metadata, train info and lineage, and its files.
+
+The one reader of the registry contract, for the pipeline's gate and batch scoring, the API's
+model store and monitoring. A version is asked for by alias (default `@champion`) or by number;
+a number wins when both are given. MLflow's tracking URI is its own (`mlflow.set_tracking_uri`,
+else `MLFLOW_TRACKING_URI`), and MLflow is imported inside the functions that call it so the
+domain core imports without it. Only XGBoost's native format is loaded, never a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fraud.features import FeatureConfig
+from fraud.registry import contract
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+#: MLflow's error codes for an unknown model, version or alias (an unknown alias is
+#: INVALID_PARAMETER_VALUE); any other error, such as an unreachable server, propagates.
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+class ModelNotFoundError(ValueError):
+    """No registered version of the model matches the requested alias or version."""
+
+
+@dataclass(frozen=True)
+class VersionLineage:
+    """Where a version comes from and why it holds its alias: its tags and its run's metrics.
+
+    A field is None when the version does not carry that tag.
+    """
+
+    git_commit: str | None = None
+    data_md5: str | None = None
+    params_sha256: str | None = None
+    train_window: str | None = None
+    test_window: str | None = None
+    decision: str | None = None
+    reason: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str], run_metrics: Mapping[str, float]) -> VersionLineage:
+        """From a version's tags and its run's metrics, keeping the test window's metrics only
+        (the prequential ones are logged as `prequential.<name>`)."""
+        return cls(
+            git_commit=tags.get(contract.TAG_GIT_COMMIT),
+            data_md5=tags.get(contract.TAG_DATA_HASH),
+            params_sha256=tags.get(contract.TAG_PARAMS_HASH),
+            train_window=tags.get(contract.TAG_TRAIN_WINDOW),
+            test_window=tags.get(contract.TAG_TEST_WINDOW),
+            decision=tags.get(contract.TAG_DECISION),
+            reason=tags.get(contract.TAG_REASON),
+            metrics={k: float(v) for k, v in run_metrics.items() if "." not in k},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the keys the API's `GET /model` shows (the reason as
+        `promotion_reason`)."""
+        return {
+            "git_commit": self.git_commit,
+            "data_md5": self.data_md5,
+            "params_sha256": self.params_sha256,
+            "train_window": self.train_window,
+            "test_window": self.test_window,
+            "decision": self.decision,
+            "promotion_reason": self.reason,
+            "metrics": dict(self.metrics),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VersionLineage:
+        """The inverse of `as_dict`; a missing key is an unknown value."""
+        return cls(
+            git_commit=d.get("git_commit"),
+            data_md5=d.get("data_md5"),
+            params_sha256=d.get("params_sha256"),
+            train_window=d.get("train_window"),
+            test_window=d.get("test_window"),
+            decision=d.get("decision"),
+            reason=d.get("promotion_reason"),
+            metrics=dict(d.get("metrics") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version as the registry describes it: what a consumer needs besides the model."""
+
+    name: str
+    version: str
+    alias: str | None  # None when asked for by version
+    run_id: str
+    features: list[str]  # the model's column order
+    threshold: float
+    feature_config: FeatureConfig
+    train_info: dict[str, Any]  # the parsed train_info.json
+    lineage: VersionLineage
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @classmethod
+    def from_train_info(
+        cls,
+        *,
+        name: str,
+        version: str,
+        alias: str | None,
+        run_id: str,
+        train_info: dict[str, Any],
+        lineage: VersionLineage,
+    ) -> RegisteredVersion:
+        """Features, threshold and feature config taken from the version's train info."""
+        return cls(
+            name=name,
+            version=str(version),
+            alias=alias,
+            run_id=run_id,
+            features=list(train_info["features"]),
+            threshold=float(train_info["threshold"]),
+            feature_config=FeatureConfig.model_validate(train_info.get("feature_config") or {}),
+            train_info=train_info,
+            lineage=lineage,
+        )
+
+
+def resolve_version(name: str, alias: str | None = None, version: str | None = None) -> str:
+    """The version number `alias` (or `version`) points at now: one registry call, no download."""
+    from mlflow import MlflowClient
+
+    return str(_model_version(MlflowClient(), name, alias, version).version)
+
+
+def read_version(
+    name: str, alias: str | None = None, version: str | None = None
+) -> RegisteredVersion:
+    """A version's metadata, lineage and train info (downloads train_info.json only)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    mv = _model_version(client, name, alias, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        info_path = _download_run_file(str(mv.run_id), contract.ARTIFACT_MODEL_INFO, Path(tmp))
+        train_info = json.loads(info_path.read_text())
+    return _describe(client, mv, name, alias, version, train_info)
+
+
+def download_version(
+    name: str, alias: str | None = None, version: str | None = None, *, dest: Path
+) -> RegisteredVersion:
+    """Download into `dest` every file a consumer of the version needs, and describe it.
+
+    `dest` then holds `contract.NATIVE_MODEL_FILE` (the UBJSON found inside the MLflow model
+    directory), `contract.TRAIN_INFO_FILE` and `contract.FEATURE_HISTORY_FILE`, replacing files
+    of those names; nothing else is left there.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    mv = _model_version(client, name, alias, version)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=dest) as tmp:
+        model_dir = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(Path(tmp) / "model")
+            )
+        )
+        native = next(model_dir.rglob(contract.NATIVE_MODEL_FILE), None)
+        if native is None:
+            raise ValueError(
+                f"{name} v{mv.version} has no {contract.NATIVE_MODEL_FILE} (XGBoost's native "
+                f"format) in its MLflow model: only native models are loaded, never pickles"
+            )
+        shutil.move(native, dest / contract.NATIVE_MODEL_FILE)
+        for artifact, file_name in (
+            (contract.ARTIFACT_MODEL_INFO, contract.TRAIN_INFO_FILE),
+            (contract.ARTIFACT_FEATURE_STATE, contract.FEATURE_HISTORY_FILE),
+        ):
+            shutil.move(_download_run_file(str(mv.run_id), artifact, Path(tmp)), dest / file_name)
+    train_info = json.loads((dest / contract.TRAIN_INFO_FILE).read_text())
+    return _describe(client, mv, name, alias, version, train_info)
+
+
+def load_version(
+    name: str, alias: str | None = None, version: str | None = None
+) -> tuple[RegisteredVersion, xgb.Booster]:
+    """A version's description and its booster, for scoring in this process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        registered = download_version(name, alias, version, dest=Path(tmp))
+        return registered, load_booster(Path(tmp) / contract.NATIVE_MODEL_FILE)
+
+
+def load_booster(path: Path) -> xgb.Booster:
+    """An XGBoost model in its native format (JSON or UBJSON), set to score on one thread.
+
+    One thread per process: with other work on the other core, more threads busy-wait and make
+    single-row predictions many times slower.
+    """
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    booster.set_param({"nthread": 1})
+    return booster
+
+
+def _model_version(
+    client: MlflowClient, name: str, alias: str | None, version: str | None
+) -> ModelVersion:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version:
+            return client.get_model_version(name, version)
+        return client.get_model_version_by_alias(name, alias or contract.ALIAS_CHAMPION)
+    except MlflowException as e:
+        if e.error_code not in _NOT_FOUND_CODES:
+            raise
+        import mlflow
+
+        what = f"version {version}" if version else f"@{alias or contract.ALIAS_CHAMPION}"
+        raise ModelNotFoundError(
+            f"no {what} of model {name!r} in {mlflow.get_tracking_uri()}: "
+            "`make run` trains and registers one"
+        ) from e
+
+
+def _download_run_file(run_id: str, artifact_path: str, dst: Path) -> Path:
+    import mlflow
+
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+        )
+    )
+
+
+def _describe(
+    client: MlflowClient,
+    mv: ModelVersion,
+    name: str,
+    alias: str | None,
+    version: str | None,
+    train_info: dict[str, Any],
+) -> RegisteredVersion:
+    run = client.get_run(str(mv.run_id))
+    return RegisteredVersion.from_train_info(
+        name=name,
+        version=str(mv.version),
+        alias=None if version else (alias or contract.ALIAS_CHAMPION),
+        run_id=str(mv.run_id),
+        train_info=train_info,
+        lineage=VersionLineage.from_tags(dict(mv.tags or {}), run.data.metrics),
+    )

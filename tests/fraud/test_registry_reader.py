@@ -1,0 +1,229 @@
+"""The registry reader (`fraud.registry`) against the real MLflow SQLite store that the tiny
+pipeline's `dvc repro` wrote (`pipeline_repo`: v1 @champion).
+
+Reads go to that store; the test that registers a version works on a copy of it, so other
+modules still find champion v1 there. Other modules may add challenger versions to the
+original, so no test here depends on how many versions it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from fraud import registry, schema
+from fraud.features import FeatureConfig
+
+MODEL = registry.DEFAULT_MODEL_NAME
+
+
+@contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global URI and MLFLOW_TRACKING_URI (which setting the URI also writes) at
+    `uri`, both restored afterwards."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with tracking_utils._use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+@pytest.fixture
+def pipeline_store(pipeline_repo) -> Iterator[str]:
+    with tracking_uri(pipeline_repo.tracking_uri):
+        yield pipeline_repo.tracking_uri
+
+
+@pytest.fixture
+def store_copy(pipeline_repo, tmp_path) -> Iterator[str]:
+    """A copy of the pipeline's store (its artifacts stay where the original's are)."""
+    src = Path(pipeline_repo.tracking_uri.removeprefix("sqlite:///"))
+    with (
+        closing(sqlite3.connect(src)) as source,
+        closing(sqlite3.connect(tmp_path / "mlflow.db")) as target,
+    ):
+        source.backup(target)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking_uri(uri):
+        yield uri
+
+
+def registration(pipeline_repo) -> dict:
+    return json.loads((pipeline_repo.path / "reports/registration.json").read_text())
+
+
+def train_info(pipeline_repo) -> dict:
+    return json.loads((pipeline_repo.path / "models/train_info.json").read_text())
+
+
+def test_champion_is_read_with_the_train_info_and_lineage_the_pipeline_published(
+    pipeline_repo, pipeline_store
+):
+    v = registry.read_version(MODEL)
+    reg = registration(pipeline_repo)
+    info = train_info(pipeline_repo)
+    metrics = json.loads((pipeline_repo.path / "reports/metrics.json").read_text())
+    raw = (pipeline_repo.path / "data/raw/transactions.parquet").read_bytes()
+
+    assert (v.name, v.version, v.alias, v.run_id) == (MODEL, "1", "champion", reg["run_id"])
+    assert v.label == f"{MODEL} v1"
+    assert v.features == info["features"] and v.features[0] == "TX_AMOUNT"
+    assert v.threshold == info["threshold"]
+    assert v.feature_config == FeatureConfig.model_validate(info["feature_config"])
+    assert v.train_info == info
+    assert v.lineage.git_commit == reg["lineage"]["git_commit"]
+    assert v.lineage.data_md5 == hashlib.md5(raw).hexdigest()
+    assert v.lineage.params_sha256 == reg["lineage"]["params_sha256"]
+    assert v.lineage.train_window == info["train_window"]["train"]
+    assert v.lineage.test_window == metrics["window"]["test"]
+    assert v.lineage.decision == "champion"
+    assert v.lineage.reason == reg["reason"]
+    assert v.lineage.metrics["average_precision"] == pytest.approx(metrics["average_precision"])
+    # The prequential protocol's metrics are logged on the run too, but are not the version's.
+    assert not any("." in k for k in v.lineage.metrics)
+
+
+def test_a_version_asked_for_by_number_has_no_alias_and_the_same_description(pipeline_store):
+    by_alias = registry.read_version(MODEL, alias=registry.ALIAS_CHAMPION)
+    by_number = registry.read_version(MODEL, version="1")
+    assert by_number.alias is None
+    assert by_number == registry.RegisteredVersion(
+        **{**by_alias.__dict__, "alias": None}  # everything else is the version's own
+    )
+
+
+def test_the_version_number_wins_when_both_alias_and_version_are_given(pipeline_store):
+    assert registry.read_version(MODEL, alias="no-such-alias", version="1").version == "1"
+
+
+def test_resolve_version_follows_the_alias_when_it_moves(store_copy):
+    assert registry.resolve_version(MODEL) == "1"
+    client = MlflowClient()
+    v1 = client.get_model_version(MODEL, "1")
+    new = client.create_model_version(
+        MODEL, source=v1.source, run_id=v1.run_id, tags=dict(v1.tags or {})
+    )
+    client.set_registered_model_alias(MODEL, registry.ALIAS_CHAMPION, new.version)
+    assert registry.resolve_version(MODEL) == str(new.version) != "1"
+    assert registry.resolve_version(MODEL, version="1") == "1"
+    assert registry.read_version(MODEL).version == str(new.version)
+
+
+@pytest.mark.parametrize(
+    ("name", "alias", "version", "what"),
+    [
+        (MODEL, "retired", None, "no @retired of model 'fraud-detector'"),
+        (MODEL, None, "999", "no version 999 of model 'fraud-detector'"),
+        (MODEL, None, "abc", "no version abc of model 'fraud-detector'"),
+        ("no-such-model", None, None, "no @champion of model 'no-such-model'"),
+    ],
+)
+def test_a_missing_alias_or_version_is_a_model_not_found_error_saying_what_and_where(
+    pipeline_store, name, alias, version, what
+):
+    for read in (registry.resolve_version, registry.read_version):
+        with pytest.raises(registry.ModelNotFoundError) as e:
+            read(name, alias, version)
+        message = str(e.value)
+        assert message.startswith(what), message
+        assert pipeline_store.removeprefix("sqlite:///") in message
+        assert "`make run`" in message
+
+
+def test_download_writes_the_native_model_train_info_and_history_and_nothing_else(
+    pipeline_repo, pipeline_store, tmp_path
+):
+    dest = tmp_path / "v1"
+    v = registry.download_version(MODEL, version="1", dest=dest)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [registry.NATIVE_MODEL_FILE, registry.TRAIN_INFO_FILE, registry.FEATURE_HISTORY_FILE]
+    )
+    assert v == registry.read_version(MODEL, version="1")
+    assert json.loads((dest / registry.TRAIN_INFO_FILE).read_text()) == train_info(pipeline_repo)
+    history = pd.read_parquet(dest / registry.FEATURE_HISTORY_FILE)
+    assert list(history.columns) == [*schema.RAW_COLUMNS, schema.TX_FRAUD]
+    assert len(history) > 0
+
+
+def test_downloaded_booster_scores_like_the_one_the_pipeline_trained(
+    pipeline_repo, pipeline_store, tmp_path
+):
+    v = registry.download_version(MODEL, dest=tmp_path)
+    downloaded = registry.load_booster(tmp_path / registry.NATIVE_MODEL_FILE)
+    trained = registry.load_booster(pipeline_repo.path / "models/model.ubj")
+    x = pd.read_parquet(pipeline_repo.path / "data/features/transactions.parquet")[v.features]
+    x = x.to_numpy(np.float32)
+    assert np.array_equal(downloaded.inplace_predict(x), trained.inplace_predict(x))
+    assert downloaded.num_boosted_rounds() == trained.num_boosted_rounds() > 0
+
+
+def test_load_version_gives_the_description_and_a_one_thread_booster(pipeline_store):
+    v, booster = registry.load_version(MODEL)
+    assert v == registry.read_version(MODEL)
+    assert json.loads(booster.save_config())["learner"]["generic_param"]["nthread"] == "1"
+
+
+def test_version_tags_are_what_the_reader_reads_back_as_lineage():
+    reason = "beats the champion " + "x" * 5000
+    tags = registry.version_tags(
+        git_commit="abc",
+        data_md5="d" * 32,
+        params_sha256="p" * 64,
+        train_window="2018-04-01 .. 2018-05-01",
+        test_window="2018-05-08 .. 2018-05-15",
+        threshold=0.125,
+        features=["TX_AMOUNT", "TX_DURING_NIGHT"],
+        decision=registry.ALIAS_CHAMPION,
+        reason=reason,
+    )
+    assert tags[registry.TAG_FEATURES] == "TX_AMOUNT,TX_DURING_NIGHT"
+    assert float(tags[registry.TAG_THRESHOLD]) == 0.125
+    assert len(tags[registry.TAG_REASON]) == registry.MAX_TAG_LENGTH  # MLflow's limit
+    lineage = registry.VersionLineage.from_tags(
+        tags, {"average_precision": 0.7, "prequential.x": 1}
+    )
+    assert lineage == registry.VersionLineage(
+        git_commit="abc",
+        data_md5="d" * 32,
+        params_sha256="p" * 64,
+        train_window="2018-04-01 .. 2018-05-01",
+        test_window="2018-05-08 .. 2018-05-15",
+        decision="champion",
+        reason=reason[: registry.MAX_TAG_LENGTH],
+        metrics={"average_precision": 0.7},
+    )
+
+
+def test_lineage_round_trips_through_the_api_dict_with_the_keys_get_model_shows():
+    lineage = registry.VersionLineage(
+        git_commit="abc", decision="challenger", reason="why", metrics={"roc_auc": 0.9}
+    )
+    d = lineage.as_dict()
+    assert set(d) == {
+        "git_commit",
+        "data_md5",
+        "params_sha256",
+        "train_window",
+        "test_window",
+        "decision",
+        "promotion_reason",
+        "metrics",
+    }
+    assert d["promotion_reason"] == "why"
+    assert registry.VersionLineage.from_dict(json.loads(json.dumps(d))) == lineage
