@@ -18,11 +18,9 @@ from fraud.features import (
     compute_features,
 )
 from fraud.simulator import SimulatorConfig, simulate
+from serving.feature_store import RedisFeatureStore
 from tests.fraud.test_features_parity import _transactions, assert_parity
 from tests.serving.redis_server import redis_server
-
-redis = pytest.importorskip("redis")
-from serving.feature_store import RedisFeatureStore  # noqa: E402
 
 
 @pytest.fixture(scope="module")

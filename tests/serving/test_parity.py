@@ -57,6 +57,7 @@ class Replay:
     booster: xgb.Booster
     feedback_sent: list[int]
     ready: dict[str, Any]
+    server_pid: int
 
 
 def build_model_cache(repo: Path, dest: Path, history: pd.DataFrame) -> None:
@@ -185,6 +186,7 @@ def replay(request, pipeline_repo, raw_transactions, module_servers, tmp_path_fa
         booster=booster,
         feedback_sent=sent,
         ready=ready,
+        server_pid=server.proc.pid,
     )
 
 
@@ -261,19 +263,21 @@ def test_served_scores_equal_the_pipeline_test_scores(replay, pipeline_repo):
     np.testing.assert_allclose(both["fraud_probability"], both["score"], rtol=0, atol=1e-6)
 
 
-def test_several_workers_each_accept_one_connection_at_a_time(replay, module_servers):
+@pytest.mark.parametrize("replay", ["redis-2-workers"], indirect=True)
+def test_several_workers_each_accept_one_connection_at_a_time(replay):
     """With one listening socket, libuv lets the worker that wakes first accept every waiting
     connection (measured: 16 connections opened together went 16:0 in 2 of 3 tries); the
     workers of `python -m serving --workers 2` run with UV_TCP_SINGLE_ACCEPT so that each
     takes its share (the serving benchmark counts the uneven runs)."""
-    server = module_servers.servers[-1]
+    children = psutil.Process(replay.server_pid).children()
     workers = [
         p
-        for p in psutil.Process(server.proc.pid).children()
+        for p in children
         if "multiprocessing.spawn" in " ".join(p.cmdline())
         and "resource_tracker" not in " ".join(p.cmdline())
     ]
-    if len(workers) < 2:
-        pytest.skip("this server has one worker")
-    assert len(workers) == 2
+    assert len(workers) == 2, (
+        f"FRAUD_WORKERS=2 started {len(workers)} worker processes; the server's children: "
+        f"{[' '.join(p.cmdline()) for p in children]}"
+    )
     assert [w.environ().get("UV_TCP_SINGLE_ACCEPT") for w in workers] == ["1", "1"]

@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
 
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-
-from serving.app import create_app  # noqa: E402
-from serving.settings import ServingSettings  # noqa: E402
+from serving.app import create_app
+from serving.settings import ServingSettings
 
 
 @pytest.fixture(scope="module")
