@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 
 from fraud import registry, schema
-from fraud.features import FeatureConfig
 from fraud.metrics import BootstrapComparison, paired_bootstrap_ap
 from pipelines.params import GateParams
 
@@ -153,66 +149,6 @@ def ensure_experiment(name: str = EXPERIMENT_NAME) -> str:
     return str(mlflow.create_experiment(name, artifact_location=location))
 
 
-class ModelNotFoundError(ValueError):
-    """No registered model matches the requested alias or version."""
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    version: str
-    booster: xgb.Booster
-    features: list[str]
-    threshold: float
-    feature_config: FeatureConfig
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} v{self.version}"
-
-
-def load_registered_model(name: str, version: str | None = None) -> LoadedModel:
-    """A registered version (or @champion) with its features, threshold and feature config."""
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
-    try:
-        mv = (
-            client.get_model_version(name, version)
-            if version
-            else client.get_model_version_by_alias(name, registry.ALIAS_CHAMPION)
-        )
-    except MlflowException as e:
-        what = f"version {version}" if version else f"@{registry.ALIAS_CHAMPION}"
-        raise ModelNotFoundError(
-            f"no {what} of model {name!r} in {mlflow.get_tracking_uri()}: run `make run` first"
-        ) from e
-    booster = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}")
-    if isinstance(booster, xgb.XGBModel):
-        booster = booster.get_booster()
-    booster.set_param({"nthread": 1})
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=registry.ARTIFACT_MODEL_INFO, dst_path=tmp
-        )
-        info = json.loads(Path(local).read_text())
-    return LoadedModel(
-        name=name,
-        version=str(mv.version),
-        booster=booster,
-        features=list(info["features"]),
-        threshold=float(info["threshold"]),
-        feature_config=FeatureConfig.model_validate(info.get("feature_config") or {}),
-    )
-
-
-def load_champion(model_name: str) -> LoadedModel | None:
-    """The current `@champion`, or None when there is none."""
-    try:
-        return load_registered_model(model_name)
-    except ModelNotFoundError:
-        return None
-
-
 @dataclass
 class RegistrationResult:
     model_name: str
@@ -265,14 +201,17 @@ def register_model(
         booster.inplace_predict(test_features[features].to_numpy(np.float32))
     )
 
-    champion = load_champion(model_name)
+    try:
+        champion, champion_booster = registry.load_version(model_name, registry.ALIAS_CHAMPION)
+    except registry.ModelNotFoundError:  # the first model: the floors alone decide
+        champion = None
     comparison = None
     champion_version = None
     # A champion whose features this data lacks cannot be compared: the floors alone decide.
     if champion is not None and set(champion.features) <= set(test_features.columns):
         champion_version = champion.version
         champ_scores = np.asarray(
-            champion.booster.inplace_predict(test_features[champion.features].to_numpy(np.float32))
+            champion_booster.inplace_predict(test_features[champion.features].to_numpy(np.float32))
         )
         comparison = paired_bootstrap_ap(
             y, candidate_scores, champ_scores, gate.n_resamples, gate.confidence, seed=0
@@ -291,52 +230,40 @@ def register_model(
         if prequential:
             mlflow.log_metrics({f"prequential.{k}": v for k, v in prequential["summary"].items()})
         mlflow.set_tags(
-            {
-                registry.TAG_GIT_COMMIT: lineage.git_commit,
-                registry.TAG_DATA_HASH: lineage.data_md5,
-                registry.TAG_PARAMS_HASH: lineage.params_sha256,
-            }
+            registry.lineage_tags(
+                git_commit=lineage.git_commit,
+                data_md5=lineage.data_md5,
+                params_sha256=lineage.params_sha256,
+            )
         )
-        example = test_features[features].head(5).astype("float32")
-        signature = infer_signature(example, candidate_scores[:5])
-        info = mlflow.xgboost.log_model(
+        model_uri = registry.log_native_model(
             booster,
-            name=registry.ARTIFACT_MODEL,
-            signature=signature,
-            input_example=example,
-            model_format="ubj",
-            pip_requirements=[f"xgboost-cpu=={xgb.__version__}"],
+            example=test_features[features].head(5).astype("float32"),
+            example_scores=candidate_scores[:5],
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            (t / "train_info.json").write_text(json.dumps(train_info, indent=2, default=str))
-            mlflow.log_artifact(str(t / "train_info.json"), artifact_path="model_info")
-            history_path = t / "history.parquet"
-            feature_history.to_parquet(history_path, index=False)
-            mlflow.log_artifact(str(history_path), artifact_path="feature_state")
-        for path in artifacts.values():
-            if Path(path).exists():
-                mlflow.log_artifact(str(path), artifact_path="evaluation")
-
-        tags = {
-            registry.TAG_GIT_COMMIT: lineage.git_commit,
-            registry.TAG_DATA_HASH: lineage.data_md5,
-            registry.TAG_PARAMS_HASH: lineage.params_sha256,
-            registry.TAG_TRAIN_WINDOW: train_info["train_window"]["train"],
-            registry.TAG_TEST_WINDOW: metrics["window"]["test"],
-            registry.TAG_THRESHOLD: repr(float(train_info["threshold"])),
-            registry.TAG_FEATURES: ",".join(features),
-            registry.TAG_DECISION: decision.alias,
-            registry.TAG_REASON: decision.reason[:4000],
-        }
-        mv = mlflow.register_model(info.model_uri, model_name, tags=tags)
+        registry.log_version_files(
+            train_info=train_info,
+            feature_history=feature_history,
+            evaluation_files=[Path(p) for p in artifacts.values()],
+        )
+        tags = registry.version_tags(
+            git_commit=lineage.git_commit,
+            data_md5=lineage.data_md5,
+            params_sha256=lineage.params_sha256,
+            train_window=train_info["train_window"]["train"],
+            test_window=metrics["window"]["test"],
+            threshold=float(train_info["threshold"]),
+            features=features,
+            decision=decision.alias,
+            reason=decision.reason,
+        )
+        mv = mlflow.register_model(model_uri, model_name, tags=tags)
         version = str(mv.version)
-        client.update_model_version(model_name, version, description=decision.reason[:4000])
+        client.update_model_version(
+            model_name, version, description=decision.reason[: registry.MAX_TAG_LENGTH]
+        )
         client.set_registered_model_alias(model_name, decision.alias, version)
-        with tempfile.TemporaryDirectory() as tmp:
-            card = Path(tmp) / registry.ARTIFACT_MODEL_CARD
-            card.write_text(model_card(decision, version))
-            mlflow.log_artifact(str(card))
+        registry.log_model_card(model_card(decision, version))
         mlflow.set_tag(registry.TAG_DECISION, decision.alias)
         run_id = run.info.run_id
 

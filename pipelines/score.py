@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fraud import schema
+from fraud import registry, schema
 from fraud.features import compute_features
 from fraud.metrics import CostModel
 from fraud.schema import ContractLimits
@@ -26,7 +28,7 @@ from pipelines.artifacts import atomic_path
 from pipelines.evaluate import score_frame
 from pipelines.ingest import load_transactions_file
 from pipelines.params import Params
-from pipelines.register import LoadedModel, load_registered_model
+from pipelines.register import tracking_uri
 from pipelines.validate import to_contract_frame
 
 CHUNK_ROWS = 200_000
@@ -40,7 +42,10 @@ class ScoreResult:
 
 
 def score_frame_with_model(
-    df: pd.DataFrame, model: LoadedModel, progress: Progress | None = None
+    df: pd.DataFrame,
+    model: registry.RegisteredVersion,
+    booster: xgb.Booster,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Scores for contract-typed transactions, in their order: id, score, decision, model."""
     feats = compute_features(df, model.feature_config)
@@ -49,7 +54,7 @@ def score_frame_with_model(
     task = progress.add_task("scoring", total=len(df)) if progress else None
     for start in range(0, len(df), CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, len(df))
-        scores[start:stop] = model.booster.inplace_predict(x[start:stop])
+        scores[start:stop] = booster.inplace_predict(x[start:stop])
         if progress is not None and task is not None:
             progress.advance(task, stop - start)
     return pd.DataFrame(
@@ -74,7 +79,8 @@ def score_file(
     console = console or Console()
     if output_path.suffix.lower() not in {".csv", ".parquet"}:
         raise ValueError(f"--output: {output_path} must end in .csv or .parquet")
-    model = load_registered_model(params.register_.model_name, model_version)
+    mlflow.set_tracking_uri(tracking_uri())
+    model, booster = registry.load_version(params.register_.model_name, version=model_version)
     raw = load_transactions_file(input_path)
     v = params.validate_
     limits = ContractLimits(v.max_amount, v.min_datetime, v.max_datetime, require_labels=False)
@@ -87,7 +93,7 @@ def score_file(
         console=console,
         transient=True,
     ) as progress:
-        out = score_frame_with_model(df, model, progress)
+        out = score_frame_with_model(df, model, booster, progress)
     with atomic_path(output_path) as tmp:
         if output_path.suffix.lower() == ".csv":
             out.to_csv(tmp, index=False)

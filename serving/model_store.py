@@ -1,9 +1,11 @@
-"""Load the serving model from the MLflow registry, with a local cache as fallback.
+"""The serving model: a registered version downloaded into a local cache, the cache as fallback.
 
-Only XGBoost's native format is loaded (the `model.ubj` inside the MLflow model directory),
-never a pickle. Everything the service needs travels with the model version (the registry
-contract in `fraud/registry.py`): features, threshold, feature config, and the feature-state
-history that seeds the online windows.
+The registry is read through `fraud.registry`, the one reader of the registry contract: only
+XGBoost's native format is loaded, never a pickle, and everything the service needs travels
+with the version (features, threshold, feature config, and the feature-state history that seeds
+the online windows). The cache directory holds the files `fraud.registry.download_version`
+writes plus `meta.json` (name, version, alias, run and lineage), so the service can start from
+it when the registry is down.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from serving.predictor import Predictor
 
 log = logging.getLogger("serving.model")
 
+#: The cache's description of the version, beside the files of the registry contract.
+META_FILE = "meta.json"
+
 
 class ModelUnavailableError(RuntimeError):
     """Neither the registry nor the local cache has a model to serve."""
@@ -32,107 +37,75 @@ class ModelUnavailableError(RuntimeError):
 
 @dataclass
 class ServingModel:
-    name: str
-    version: str
-    alias: str | None
-    run_id: str
+    """A registered version loaded for scoring, with the history that seeds its feature state."""
+
+    registered: registry.RegisteredVersion
     booster: xgb.Booster
-    features: list[str]
-    threshold: float
-    feature_config: FeatureConfig
     history: pd.DataFrame
-    lineage: dict[str, Any] = field(default_factory=dict)
     source: str = "registry"  # or "cache"
     predictor: Predictor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.predictor = Predictor(self.booster, len(self.features))
 
+    @property
+    def name(self) -> str:
+        return self.registered.name
 
-def _load_dir(d: Path, meta: dict[str, Any], source: str) -> ServingModel:
-    booster = xgb.Booster()
-    booster.load_model(str(d / "model.ubj"))
-    booster.set_param({"nthread": 1})  # one thread per worker: no busy-waiting on the other core
-    info = json.loads((d / "train_info.json").read_text())
-    history = pd.read_parquet(d / "history.parquet")
-    return ServingModel(
-        name=meta["name"],
-        version=str(meta["version"]),
-        alias=meta.get("alias"),
-        run_id=meta["run_id"],
-        booster=booster,
-        features=list(info["features"]),
-        threshold=float(info["threshold"]),
-        feature_config=FeatureConfig.model_validate(info.get("feature_config") or {}),
-        history=history,
-        lineage=meta.get("lineage", {}),
-        source=source,
-    )
+    @property
+    def version(self) -> str:
+        return self.registered.version
 
+    @property
+    def alias(self) -> str | None:
+        return self.registered.alias
 
-def _model_version(client: Any, name: str, alias: str | None, version: str | None) -> Any:
-    if version:
-        return client.get_model_version(name, version)
-    return client.get_model_version_by_alias(name, alias or registry.ALIAS_CHAMPION)
+    @property
+    def run_id(self) -> str:
+        return self.registered.run_id
+
+    @property
+    def features(self) -> list[str]:
+        return self.registered.features
+
+    @property
+    def threshold(self) -> float:
+        return self.registered.threshold
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return self.registered.feature_config
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """The lineage keys `GET /model` shows."""
+        return self.registered.lineage.as_dict()
 
 
 def registry_version(name: str, alias: str | None, version: str | None) -> str:
     """The version the alias (or `version`) points at now: one registry call, no download."""
-    from mlflow import MlflowClient
-
-    return str(_model_version(MlflowClient(), name, alias, version).version)
+    return registry.resolve_version(name, alias, version)
 
 
 def fetch_from_registry(
     name: str, alias: str | None, version: str | None, cache_dir: Path
 ) -> ServingModel:
-    """Download a model version into the cache (atomically) and load it."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    mv = _model_version(client, name, alias, version)
-    run = client.get_run(str(mv.run_id))
+    """Download a model version into the cache (atomically: a reader sees the old cache or the
+    new one, never a mix) and load it."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=cache_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it 0700: a container's non-root user must read it
     try:
-        model_dir = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(staging / "mlflow")
-            )
-        )
-        ubj = next(model_dir.rglob("model.ubj"))
-        shutil.copy2(ubj, staging / "model.ubj")
-        for artifact, target in (
-            (registry.ARTIFACT_MODEL_INFO, "train_info.json"),
-            (registry.ARTIFACT_FEATURE_STATE, "history.parquet"),
-        ):
-            local = mlflow.artifacts.download_artifacts(
-                run_id=mv.run_id, artifact_path=artifact, dst_path=str(staging / "a")
-            )
-            shutil.copy2(local, staging / target)
-        shutil.rmtree(staging / "mlflow", ignore_errors=True)
-        shutil.rmtree(staging / "a", ignore_errors=True)
-        tags = dict(mv.tags or {})
+        registered = registry.download_version(name, alias, version, dest=staging)
         meta = {
-            "name": name,
-            "version": str(mv.version),
-            "alias": None if version else (alias or registry.ALIAS_CHAMPION),
-            "run_id": mv.run_id,
-            "lineage": {
-                "git_commit": tags.get(registry.TAG_GIT_COMMIT),
-                "data_md5": tags.get(registry.TAG_DATA_HASH),
-                "params_sha256": tags.get(registry.TAG_PARAMS_HASH),
-                "train_window": tags.get(registry.TAG_TRAIN_WINDOW),
-                "test_window": tags.get(registry.TAG_TEST_WINDOW),
-                "decision": tags.get(registry.TAG_DECISION),
-                "promotion_reason": tags.get(registry.TAG_REASON),
-                "metrics": {k: v for k, v in run.data.metrics.items() if "." not in k},
-            },
+            "name": registered.name,
+            "version": registered.version,
+            "alias": registered.alias,
+            "run_id": registered.run_id,
+            "lineage": registered.lineage.as_dict(),
         }
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
-        model = _load_dir(staging, meta, "registry")
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        model = _load_files(staging, registered, "registry")
         old = cache_dir.with_name(cache_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if cache_dir.exists():
@@ -145,10 +118,20 @@ def fetch_from_registry(
 
 
 def load_from_cache(cache_dir: Path) -> ServingModel:
-    meta_path = cache_dir / "meta.json"
+    """The version last fetched into `cache_dir`, without the registry."""
+    meta_path = cache_dir / META_FILE
     if not meta_path.exists():
         raise ModelUnavailableError(f"no cached model in {cache_dir}")
-    return _load_dir(cache_dir, json.loads(meta_path.read_text()), "cache")
+    meta = json.loads(meta_path.read_text())
+    registered = registry.RegisteredVersion.from_train_info(
+        name=meta["name"],
+        version=str(meta["version"]),
+        alias=meta.get("alias"),
+        run_id=meta["run_id"],
+        train_info=json.loads((cache_dir / registry.TRAIN_INFO_FILE).read_text()),
+        lineage=registry.VersionLineage.from_dict(meta.get("lineage") or {}),
+    )
+    return _load_files(cache_dir, registered, "cache")
 
 
 def load_serving_model(
@@ -165,3 +148,12 @@ def load_serving_model(
             raise ModelUnavailableError(
                 f"no model: registry failed ({type(e).__name__}: {e}); cache: {cache_error}"
             ) from e
+
+
+def _load_files(d: Path, registered: registry.RegisteredVersion, source: str) -> ServingModel:
+    return ServingModel(
+        registered=registered,
+        booster=registry.load_booster(d / registry.NATIVE_MODEL_FILE),
+        history=pd.read_parquet(d / registry.FEATURE_HISTORY_FILE),
+        source=source,
+    )
