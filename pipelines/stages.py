@@ -128,9 +128,7 @@ def feature_history(frame: pd.DataFrame, lookback_days: int, delay_days: int) ->
     return out.reset_index(drop=True)
 
 
-def stage_register(
-    params: Params, layout: Layout, params_path: Path | None = None
-) -> RegistrationResult:
+def stage_register(params: Params, layout: Layout) -> RegistrationResult:
     frame = pd.read_parquet(layout.features)
     info = artifacts.read_json(layout.train_info)
     metrics = artifacts.read_json(layout.metrics)
