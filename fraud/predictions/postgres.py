@@ -9,11 +9,10 @@ machine (on storage that honours flushes).
 from __future__ import annotations
 
 import logging
-import math
 import re
 import select
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -28,7 +27,7 @@ from fraud.predictions.contract import (
     PredictionLogError,
     checked_table,
 )
-from fraud.predictions.rows import FeedbackRow, PredictionRow
+from fraud.predictions.rows import FeedbackRow, PredictionRow, features_as_json
 
 if TYPE_CHECKING:
     import psycopg
@@ -145,15 +144,6 @@ class PostgresConnector:
             ) from None
 
 
-def _finite_or_none(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def _clean_features(features: Mapping[str, float]) -> dict[str, Any]:
-    """NaN (a feature with no history) and ±inf become JSON null: standard JSON for any reader."""
-    return {k: _finite_or_none(v) for k, v in features.items()}
-
-
 class PostgresPredictionLog:
     """PostgreSQL through psycopg 3; thread-safe, one connection per process guarded by a lock.
 
@@ -222,10 +212,10 @@ class PostgresPredictionLog:
                 cur.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table}({_ordered(column)})")
 
     def log_predictions(self, rows: Sequence[PredictionRow]) -> None:
-        """Commit `rows` in one statement before returning (features as JSONB)."""
-        from psycopg.types.json import Jsonb
-
-        prepared = [(*r[:5], Jsonb(_clean_features(r.features)), *r[6:]) for r in rows]
+        """Commit `rows` in one statement before returning (features as JSONB, sent as JSON
+        text that the server parses)."""
+        features = features_as_json([r.features for r in rows])
+        prepared = [(*r[:5], f, *r[6:]) for r, f in zip(rows, features, strict=True)]
         self._write(PREDICTIONS_TABLE, prepared)
 
     def log_feedback(self, rows: Sequence[FeedbackRow]) -> None:

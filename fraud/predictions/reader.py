@@ -53,8 +53,8 @@ def _parse_times(values: pd.Series) -> pd.Series:
 
 def _features_frame(texts: list[str], index: pd.Index) -> pd.DataFrame:
     """One float column per feature name (NaN where a row has none or logged null), parsed
-    from newline-delimited JSON by Arrow in one call: about twice as fast as orjson followed by
-    building the frame from dicts."""
+    from newline-delimited JSON by Arrow in one call (1.3-2x faster than orjson followed by
+    building the frame from dicts)."""
     if not texts:
         return pd.DataFrame(index=index)
     table = pyarrow.json.read_json(io.BytesIO("\n".join(texts).encode()))

@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from fraud.predictions.contract import (
     FEEDBACK_COLUMNS,
     FEEDBACK_TABLE,
@@ -28,20 +26,9 @@ from fraud.predictions.contract import (
     PredictionLogError,
     checked_table,
 )
-from fraud.predictions.rows import FeedbackRow, PredictionRow
+from fraud.predictions.rows import FeedbackRow, PredictionRow, features_as_json
 
 log = logging.getLogger("fraud.predictions")
-
-
-def _json_features_many(rows: Sequence[Any]) -> list[str]:
-    """Each row's features as a JSON object; orjson writes NaN and ±inf as null (standard
-    JSON for any reader). One orjson call for the whole list, split between the objects (a
-    row holds only names and numbers, so "},{" occurs only there): 3x faster than a call
-    per row, and about 10x faster than `json`."""
-    if not rows:
-        return []
-    text = orjson.dumps(rows).decode()
-    return [f"{{{part}}}" for part in text[2:-2].split("},{")]
 
 
 class SQLitePredictionLog:
@@ -121,7 +108,7 @@ class SQLitePredictionLog:
 
     def log_predictions(self, rows: Sequence[PredictionRow]) -> None:
         """Commit `rows` in one transaction before returning (features as JSON)."""
-        features = _json_features_many([r.features for r in rows])
+        features = features_as_json([r.features for r in rows])
         prepared = [(*r[:5], f, *r[6:]) for r, f in zip(rows, features, strict=True)]
         self._write(self._insert_prediction, prepared)
 
