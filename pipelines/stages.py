@@ -8,39 +8,28 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from fraud import schema
 from pipelines import artifacts
-from pipelines.build_features import build_features
-from pipelines.evaluate import (
-    evaluate_model,
-    prequential_evaluation,
-    write_plots,
-    write_test_scores,
-)
-from pipelines.ingest import IngestResult, ingest
 from pipelines.layout import Layout
-from pipelines.model_card import render_model_card
 from pipelines.params import Params
-from pipelines.register import (
-    Decision,
-    Lineage,
-    RegistrationResult,
-    file_md5,
-    git_commit,
-    params_sha256,
-    register_model,
-)
-from pipelines.train import load_booster, save_model, train_model
-from pipelines.validate import ContractViolationError, ValidationReport, validate_transactions
+
+# Each stage imports its own steps, so `fraud ingest` loads neither XGBoost nor MLflow and the
+# code a stage runs (its dvc.yaml deps) is only what that stage needs.
+if TYPE_CHECKING:
+    from pipelines.ingest import IngestResult
+    from pipelines.register import Decision, RegistrationResult
+    from pipelines.validate import ValidationReport
 
 log = logging.getLogger("pipelines")
 
 
 def stage_ingest(params: Params, layout: Layout) -> IngestResult:
+    from pipelines.ingest import ingest
+
     return ingest(params.ingest.source, params.simulator, params.ingest.path, layout.raw)
 
 
@@ -49,6 +38,8 @@ def stage_validate(
 ) -> ValidationReport:
     """Check the raw data; raises ContractViolationError (the report is written either way,
     beside the previous one, as `validation.failed.json`)."""
+    from pipelines.validate import ContractViolationError, validate_transactions
+
     frame = raw if raw is not None else pd.read_parquet(layout.raw)
     report = validate_transactions(frame, params.validate_.limits())
     if not report.ok:
@@ -60,6 +51,8 @@ def stage_validate(
 
 
 def stage_features(params: Params, layout: Layout, raw_path: Path | None = None) -> list[str]:
+    from pipelines.build_features import build_features
+
     res = build_features(
         raw_path or layout.raw, params.features, params.validate_.limits(), layout.features
     )
@@ -67,6 +60,8 @@ def stage_features(params: Params, layout: Layout, raw_path: Path | None = None)
 
 
 def stage_train(params: Params, layout: Layout) -> dict[str, Any]:
+    from pipelines.train import save_model, train_model
+
     frame = pd.read_parquet(layout.features)
     booster, result = train_model(
         frame,
@@ -82,6 +77,9 @@ def stage_train(params: Params, layout: Layout) -> dict[str, Any]:
 
 
 def stage_evaluate(params: Params, layout: Layout) -> dict[str, Any]:
+    from pipelines.evaluate import evaluate_model, write_plots, write_test_scores
+    from pipelines.train import load_booster
+
     frame = pd.read_parquet(layout.features)
     info = artifacts.read_json(layout.train_info)
     booster = load_booster(layout.model)
@@ -102,6 +100,8 @@ def stage_evaluate(params: Params, layout: Layout) -> dict[str, Any]:
 
 
 def stage_prequential(params: Params, layout: Layout) -> dict[str, Any]:
+    from pipelines.evaluate import prequential_evaluation
+
     frame = pd.read_parquet(layout.features)
     pq = params.evaluate.prequential
     out = prequential_evaluation(
@@ -129,6 +129,10 @@ def feature_history(frame: pd.DataFrame, lookback_days: int, delay_days: int) ->
 
 
 def stage_register(params: Params, layout: Layout) -> RegistrationResult:
+    from pipelines.model_card import render_model_card
+    from pipelines.register import Lineage, file_md5, git_commit, params_sha256, register_model
+    from pipelines.train import load_booster
+
     frame = pd.read_parquet(layout.features)
     info = artifacts.read_json(layout.train_info)
     metrics = artifacts.read_json(layout.metrics)
