@@ -113,7 +113,8 @@ class PipelineRepo:
         return proc
 
 
-PROJECT_FILES = ["dvc.yaml", "fraud", "pipelines", "pyproject.toml", ".dvcignore"]
+# .gitignore too: what the repository commits (reports/metrics.json, ...) is what DVC can compare.
+PROJECT_FILES = ["dvc.yaml", "fraud", "pipelines", "pyproject.toml", ".dvcignore", ".gitignore"]
 
 
 def make_pipeline_repo(dest: Path) -> PipelineRepo:
@@ -126,9 +127,6 @@ def make_pipeline_repo(dest: Path) -> PipelineRepo:
         elif src.exists():
             shutil.copy2(src, dest / name)
     (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
-    (dest / ".gitignore").write_text(
-        "/mlflow.db\n/mlartifacts/\n/runs/\n/.prefect/\n/models/\n/reports/\n"
-    )
     venv_bin = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -143,8 +141,9 @@ def make_pipeline_repo(dest: Path) -> PipelineRepo:
     repo.run("dvc", "init", "-q")
     repo.run("dvc", "config", "core.analytics", "false")
     repo.run("dvc", "config", "core.autostage", "true")
-    (dest / "dvc-remote").mkdir()
-    repo.run("dvc", "remote", "add", "-d", "local", str(dest / "dvc-remote"))
+    # Relative, as in the repository's .dvc/config: a copy of this repo pushes to its own remote.
+    (dest / ".dvc-remote").mkdir()
+    repo.run("dvc", "remote", "add", "-d", "local", ".dvc-remote")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "tiny pipeline")
     return repo
