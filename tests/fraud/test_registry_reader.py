@@ -8,6 +8,7 @@ original, so no test here depends on how many versions it holds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -103,9 +104,7 @@ def test_a_version_asked_for_by_number_has_no_alias_and_the_same_description(pip
     by_alias = registry.read_version(MODEL, alias=registry.ALIAS_CHAMPION)
     by_number = registry.read_version(MODEL, version="1")
     assert by_number.alias is None
-    assert by_number == registry.RegisteredVersion(
-        **{**by_alias.__dict__, "alias": None}  # everything else is the version's own
-    )
+    assert by_number == dataclasses.replace(by_alias, alias=None)
 
 
 def test_the_version_number_wins_when_both_alias_and_version_are_given(pipeline_store):
@@ -116,6 +115,7 @@ def test_resolve_version_follows_the_alias_when_it_moves(store_copy):
     assert registry.resolve_version(MODEL) == "1"
     client = MlflowClient()
     v1 = client.get_model_version(MODEL, "1")
+    assert v1.source is not None
     new = client.create_model_version(
         MODEL, source=v1.source, run_id=v1.run_id, tags=dict(v1.tags or {})
     )
