@@ -22,7 +22,7 @@ MODEL ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup run test lint format score serve flow mlflow-ui plots bench bench-serving bench-budget clean print-env
+.PHONY: help setup system-deps run test test-fast lint format score serve flow mlflow-ui plots bench bench-serving bench-budget clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,8 +42,14 @@ run: setup ## run the whole pipeline (dvc repro) on the embedded defaults and pr
 	dvc repro
 	fraud summary
 
-test: setup ## run the tests that CI runs
+test: setup ## run the tests that CI runs, every tier (any that skip are listed at the end)
 	pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the unit tier only: in-process tests, no service or pipeline run (under a minute)
+	pytest -m unit $(PYTEST_ARGS)
+
+system-deps: ## install the Debian packages the tests need (PostgreSQL, Redis, podman, ...; root or sudo)
+	bash deploy/system-packages.sh
 
 lint: setup ## ruff (lint + format check) and mypy
 	ruff check .

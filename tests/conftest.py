@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter, defaultdict
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,3 +159,100 @@ def pipeline_repo(tmp_path_factory) -> PipelineRepo:
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "first dvc repro")
     return repo
+
+
+# --- Test tiers, and the tests that did not run -------------------------------------------------
+
+TIERS = ("unit", "integration", "e2e", "container")
+#: Fixtures that run the whole pipeline, start a real service (uvicorn, Redis, PostgreSQL) or
+#: point MLflow at a store (its schema migrations alone take seconds): a test that uses one,
+#: itself or through another fixture, is an integration test.
+SERVICE_FIXTURES = frozenset(
+    {
+        "pipeline_repo",
+        "live_server",
+        "servers",
+        "module_servers",
+        "redis_url",
+        "pg_server",
+        "use_tracking_uri",
+    }
+)
+#: Parameter values for which a fixture starts a service with `request.getfixturevalue`, which a
+#: test's fixture closure does not show (the prediction log's PostgreSQL backend).
+SERVICE_PARAMS = frozenset({"postgres"})
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier of a test: its own tier marker if it has one, else where it is and what it uses."""
+    for tier in TIERS:
+        if item.get_closest_marker(tier):
+            return tier
+    if item.path.parent.name == "e2e":
+        return "e2e"
+    callspec = getattr(item, "callspec", None)
+    params = {str(v) for v in callspec.params.values()} if callspec else set()
+    if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or SERVICE_PARAMS & params:
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        if not item.get_closest_marker(tier):
+            item.add_marker(tier)
+
+
+def ci_is_set() -> bool:
+    """Whether this run is CI's (CI set to anything but empty, 0 or false, as CI services do)."""
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false"}
+
+
+class SkippedTests:
+    """Makes skipped tests loud: grouped by reason in a block at the very end of the run, with
+    the command that installs what they miss; with CI set, a skip fails the run, because CI
+    installs everything (`make system-deps`) and a test that did not run there proves nothing."""
+
+    def __init__(self) -> None:
+        self.by_reason: dict[str, list[str]] = defaultdict(list)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # A skip's longrepr is (path, line, reason); an expected failure's is its traceback.
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+            self.by_reason[reason].append(report.nodeid)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.by_reason and ci_is_set() and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    # tryfirst on a wrapper: outermost, so the block comes after pytest's short summary.
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter
+    ) -> Generator[None, None, None]:
+        result = yield
+        if not self.by_reason:
+            return result
+        tr = terminalreporter
+        total = sum(len(ids) for ids in self.by_reason.values())
+        tr.write_sep("=", f"{total} TESTS DID NOT RUN (skipped)", red=True, bold=True)
+        for reason, ids in sorted(self.by_reason.items(), key=lambda kv: -len(kv[1])):
+            modules = Counter(nodeid.split("::")[0] for nodeid in ids)
+            tr.write_line(f"{len(ids):5d}  {reason}", bold=True)
+            tr.write_line("       in " + ", ".join(f"{m} ({n})" for m, n in modules.items()))
+        tr.write_line("")
+        tr.write_line(
+            "Install what they need (Debian or Ubuntu; root or sudo), then run them again:  "
+            "make system-deps",
+            bold=True,
+        )
+        if ci_is_set():
+            tr.write_line("CI is set: a skipped test fails the run (exit status 1).", red=True)
+        tr.write_sep("=", red=True)
+        return result
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SkippedTests(), "skipped-tests")

@@ -52,6 +52,7 @@ def plot_repo(tmp_path: Path) -> Path:
     return repo
 
 
+@pytest.mark.integration  # dvc in a subprocess, and npm installs Vega from its registry
 @needs_npm
 def test_render_plots_inlines_vega_and_the_data(plot_repo: Path, tmp_path: Path) -> None:
     index = dvc_plots.render_plots(plot_repo, tmp_path / "plots", vega_dir=SHARED_VEGA_DIR)
