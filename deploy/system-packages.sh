@@ -29,7 +29,7 @@ need postgresql compgen -G '/usr/lib/postgresql/*/bin/initdb'
 need redis-server command -v redis-server
 # The serving benchmark drives the API with wrk.
 need wrk command -v wrk
-# The dashboards' browser test runs a headless chromium.
+# The browser test drives a headless chromium.
 need chromium command -v chromium
 # npm installs Vega for the offline DVC plots (pipelines/dvc_plots.py) and their test.
 need npm command -v npm
