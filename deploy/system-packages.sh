@@ -17,8 +17,8 @@ need() { # need PACKAGE CHECK...: PACKAGE is missing unless the command CHECK su
 need make command -v make
 need git command -v git
 need python3-venv python3 -c 'import ensurepip, venv'
-# The container test (tests/deploy/test_api_container_image.py) builds the API image with podman, on a
-# base image that deploy/build-base-image.sh makes with debootstrap.
+# The container test (tests/deploy/test_api_container_image.py) builds the API image with
+# podman, on a base image that deploy/build-base-image.sh makes with debootstrap.
 need podman command -v podman
 need runc command -v runc
 need debootstrap command -v debootstrap
