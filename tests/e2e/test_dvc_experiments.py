@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 AP = "average_precision"
 
 
@@ -17,6 +19,7 @@ def _max_depth(entry: dict[str, Any]) -> int:
     return entry["data"]["params"]["params.yaml"]["data"]["train"]["max_depth"]
 
 
+@pytest.mark.slow
 def test_exp_show_and_metrics_diff_read_the_metrics_of_commits_and_experiments(pipeline_copy):
     repo = pipeline_copy
     repo.run("dvc", "exp", "run", "-S", "train.max_depth=2", "-n", "shallow")
