@@ -80,7 +80,7 @@ def _stage_timers() -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
     """Wrap each stage of the batch path with a timer (module attributes, looked up at call
     time); returns the timings and the stages in table order (label, what it covers)."""
     import fraud.features as features
-    import serving.prediction_log as plog
+    import fraud.predictions.sqlite as plog
     import serving.app as app
     import serving.predictor as predictor
 
