@@ -71,29 +71,24 @@ end
 
 # KEYS: customer, terminal, terminal frauds, transaction, early label
 # ARGV: customer record, terminal record, "terminal seconds", ttl, customer cutoff,
-#       terminal cutoff, transaction id, seconds, record (1) or only read (0)
+#       terminal cutoff, transaction id, seconds
 _RECORD = (
     _FRESH
     + """
-local record = ARGV[9] == '1'
-if record then
-  if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'EX', ARGV[4]) then return false end
-end
+if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'EX', ARGV[4]) then return false end
 local c = fresh(KEYS[1], tonumber(ARGV[5]), 24)
 local t = fresh(KEYS[2], tonumber(ARGV[6]), 16)
 local f = redis.call('HVALS', KEYS[3])
-if record then
-  redis.call('APPEND', KEYS[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('APPEND', KEYS[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  local label = redis.call('GET', KEYS[5])
-  if label then
-    redis.call('DEL', KEYS[5])
-    if label == '1' then
-      redis.call('HSET', KEYS[3], ARGV[7], ARGV[8])
-      redis.call('EXPIRE', KEYS[3], ARGV[4])
-    end
+redis.call('APPEND', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('APPEND', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local label = redis.call('GET', KEYS[5])
+if label then
+  redis.call('DEL', KEYS[5])
+  if label == '1' then
+    redis.call('HSET', KEYS[3], ARGV[7], ARGV[8])
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
   end
 end
 return {c, t, f}
@@ -263,7 +258,7 @@ class RedisFeatureStore:
             np.array([int(v) for v in frauds], dtype=np.int64),
         )
 
-    def _args(self, tx: Transaction, t: int, record: bool) -> list[bytes | str | int | float]:
+    def _args(self, tx: Transaction, t: int) -> list[bytes | str | int | float]:
         return [
             customer_record(t, float(tx.amount), int(tx.terminal_id)),
             terminal_record(t, int(tx.transaction_id)),
@@ -273,12 +268,13 @@ class RedisFeatureStore:
             t - self._term_keep,
             int(tx.transaction_id),
             t,
-            1 if record else 0,
         ]
 
-    def features(self, tx: Transaction, *, update: bool = True) -> dict[str, float]:
+    def features(self, tx: Transaction) -> dict[str, float]:
+        """The features of one transaction, which is then recorded (one script, one round
+        trip); a repeated id records nothing."""
         t = tx_seconds(tx.tx_datetime)
-        reply = self._record(keys=self._keys(tx), args=self._args(tx, t, update))
+        reply = self._record(keys=self._keys(tx), args=self._args(tx, t))
         return self._single(tx, t, reply)
 
     def _single(self, tx: Transaction, t: int, reply: Any) -> dict[str, float]:
@@ -300,7 +296,7 @@ class RedisFeatureStore:
         if len(txs) == 1:
             tx = txs[0]
             t = tx_seconds(tx.tx_datetime)
-            reply = await self._arecord(keys=self._keys(tx), args=self._args(tx, t, True))
+            reply = await self._arecord(keys=self._keys(tx), args=self._args(tx, t))
             return [self._single(tx, t, reply)]
         keys, args, finish = self._plan(txs)
         return finish(await self._abatch(keys=keys, args=args))
