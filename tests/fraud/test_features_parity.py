@@ -1,4 +1,5 @@
-"""Offline/online parity: `OnlineFeatureState`, fed one transaction at a time, must give the same
+"""Offline/online parity: `OnlineFeatureState`, fed one transaction at a time (`online_features`)
+or in batches (`batch_features`) through `features_many`, the API's path, must give the same
 numbers as `compute_features` on the whole period, for every row and every feature.
 
 Labels are given to the online state up front with `add_label`: it only reads the labels of
@@ -14,6 +15,7 @@ import pytest
 
 from fraud import schema
 from fraud.features import FeatureConfig, OnlineFeatureState, Transaction, compute_features
+from fraud.features.batch import _entity_order_kept
 from fraud.simulator import SimulatorConfig, simulate
 
 
@@ -48,17 +50,14 @@ def replay(
         for tid, y in zip(df[schema.TRANSACTION_ID], df[schema.TX_FRAUD], strict=True):
             state.add_label(int(tid), bool(y))
     txs = _transactions(df)
-    if batch == 1:
-        rows = [state.features(tx) for tx in txs]
-    else:
-        rows = []
-        for start in range(0, len(txs), batch):
-            rows += state.features_many(txs[start : start + batch])
+    rows: list[dict[str, float]] = []
+    for start in range(0, len(txs), batch):
+        rows += state.features_many(txs[start : start + batch])
     return pd.DataFrame(rows, index=df.index)
 
 
 def assert_parity(offline: pd.DataFrame, online: pd.DataFrame, names: list[str]) -> None:
-    # The online dict's key order is irrelevant: the model reads it through `vector(names)`.
+    # The online dict's key order is irrelevant: the API reads the model's columns by name.
     assert set(names) <= set(online.columns)
     for name in names:
         a, b = offline[name].to_numpy(np.float64), online[name].to_numpy(np.float64)
@@ -80,17 +79,6 @@ def full_replay(
     return compute_features(period, cfg), replay(
         OnlineFeatureState(cfg), period, batch=request.param
     )
-
-
-def test_batches_split_into_waves_of_independent_transactions(period: pd.DataFrame) -> None:
-    """Batches with repeated customers and terminals take several waves (the replay above
-    exercises the within-batch dependencies)."""
-    from fraud.features import _wave_numbers
-
-    head = period.iloc[:250]
-    waves = _wave_numbers(head[schema.CUSTOMER_ID].tolist(), head[schema.TERMINAL_ID].tolist())
-    assert max(waves) >= 2
-    assert _wave_numbers([1, 2, 1, 3], [5, 6, 7, 6]) == [0, 0, 1, 1]
 
 
 def test_online_replay_computes_every_feature_and_exercises_every_case(
@@ -151,26 +139,6 @@ def test_unlabelled_online_state_matches_unlabelled_offline_features(period: pd.
     assert (online["TERMINAL_ID_RISK_30DAY_WINDOW"] == 0).all()
 
 
-def test_features_without_update_do_not_record_the_transaction(period: pd.DataFrame) -> None:
-    cfg = FeatureConfig()
-    state = OnlineFeatureState(cfg)
-    tx = _transactions(period.iloc[:1])[0]
-    first = state.features(tx, update=False)
-    again = state.features(tx, update=False)
-    assert again == pytest.approx(first, nan_ok=True)
-    assert again["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1.0
-    recorded = state.features(tx)  # records it
-    assert recorded["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1.0
-    assert state.features(tx)["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2.0
-
-
-def test_vector_orders_features_by_the_given_names() -> None:
-    state = OnlineFeatureState(FeatureConfig())
-    v = state.vector({"a": 1.0, "b": 2.0, "c": 3.0}, ["c", "a"])
-    assert v.dtype == np.float32
-    np.testing.assert_array_equal(v, np.array([3.0, 1.0], dtype=np.float32))
-
-
 def test_zero_delay_terminal_features_have_parity() -> None:
     rows = pd.DataFrame(
         {
@@ -206,8 +174,6 @@ def test_batch_spanning_more_than_the_delay_counts_its_own_earlier_labels(
     """One time-ordered batch of 40 days on a few terminals: labels of the batch's own early
     transactions (known up front, as pending labels) count for its later ones once they are
     older than the delay; the merged path gives what offline features give."""
-    from fraud.features import _entity_order_kept
-
     few = period[period[schema.TERMINAL_ID].isin(period[schema.TERMINAL_ID].unique()[:40])]
     assert len(few) > 1_000 and few[schema.TX_FRAUD].sum() > 0
     cfg = FeatureConfig()
@@ -226,8 +192,6 @@ def test_batch_features_equal_one_at_a_time_in_the_same_arrival_order(
 ) -> None:
     """Batches are defined by the one-at-a-time replay in list order, whichever path computes
     them: merged when each entity's times keep their order, waves when some arrive late."""
-    from fraud.features import _entity_order_kept
-
     cfg = FeatureConfig()
     cut = period[schema.TX_DATETIME].iloc[0] + pd.Timedelta(days=20)
     history = period[period[schema.TX_DATETIME] < cut]
@@ -269,20 +233,6 @@ def test_batches_processed_out_of_time_order_equal_one_at_a_time(period: pd.Data
     assert_parity(single, batched, cfg.feature_names())
 
 
-def test_feature_batch_gives_rows_and_the_models_matrix_from_its_columns() -> None:
-    from fraud.features import FeatureBatch
-
-    batch = FeatureBatch({"a": np.array([1.0, 2.0]), "b": np.array([np.nan, 4.0])})
-    assert len(batch) == 2
-    assert batch[1] == {"a": 2.0, "b": 4.0}
-    assert [r["a"] for r in batch] == [1.0, 2.0]
-    m = batch.matrix(["b", "a"])
-    assert m.dtype == np.float32 and m.shape == (2, 2)
-    np.testing.assert_array_equal(m, np.array([[np.nan, 1.0], [4.0, 2.0]], dtype=np.float32))
-    empty = OnlineFeatureState(FeatureConfig()).features_many([])
-    assert len(empty) == 0 and list(empty) == []
-
-
 def test_single_and_batch_paths_agree_on_an_exact_high_amount_tie() -> None:
     """A stored amount of exactly 1.5x its history's mean (10 after 5, 10, 5), with an older
     unrelated amount in the customer's list: window sums taken as differences of float64
@@ -321,7 +271,7 @@ def test_single_and_batch_paths_agree_on_an_exact_high_amount_tie() -> None:
         Transaction(15, dt.datetime(2018, 4, 5, 0, 28, 36), 2, 1, 5.0),
     ]
     single_state = deepcopy(state)
-    single = [single_state.features(tx) for tx in txs]
+    single = [single_state.features_many([tx])[0] for tx in txs]
     batch = list(state.features_many(txs))
     high = "CUSTOMER_ID_NB_PREV_HIGH_AMOUNT_2DAY"
     assert [f[high] for f in single] == [f[high] for f in batch] == [0.0, 1.0, 1.0]

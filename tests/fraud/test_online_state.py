@@ -1,10 +1,11 @@
-"""The in-process online state's bookkeeping: the transaction index (`ShardedDict`) and its
-eviction. The features themselves are checked against the offline pipeline in
-test_features_parity.py."""
+"""The in-process online state's bookkeeping: what it records and when, the transaction index
+(`ShardedDict`) and its eviction. The features themselves are checked against the offline
+pipeline in test_features_parity.py."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 
 import pytest
@@ -87,3 +88,24 @@ def test_online_state_refuses_an_id_it_holds_and_records_nothing_of_that_batch()
     assert e.value.ids == [5]
     assert not state.seen(11)
     assert len(state._txs) == 10
+
+
+def test_features_are_computed_before_the_transaction_is_recorded() -> None:
+    state = OnlineFeatureState(FeatureConfig())
+    t0 = dt.datetime(2024, 1, 1)
+    hour = dt.timedelta(hours=1)
+    first = state.features_many([_tx(1, t0)])[0]
+    assert first["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1.0  # itself, once
+    assert math.isnan(first["CUSTOMER_ID_HOURS_SINCE_PREV_TX"])
+    assert state.seen(1)
+    state.observe(_tx(2, t0 + hour))  # recorded without features
+    third = state.features(_tx(3, t0 + 2 * hour))
+    assert third["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 3.0
+    assert third["CUSTOMER_ID_HOURS_SINCE_PREV_TX"] == 1.0
+    # In a batch, each transaction sees the ones before it, and all are recorded.
+    batch = state.features_many([_tx(i, t0 + i * hour) for i in range(4, 14)])
+    assert [f["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] for f in batch] == [float(i) for i in range(4, 14)]
+    assert all(state.seen(i) for i in range(1, 14))
+    with pytest.raises(DuplicateTransactionError):
+        state.features(_tx(3, t0 + 20 * hour))
+    assert state.features(_tx(14, t0 + 14 * hour))["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 14.0
