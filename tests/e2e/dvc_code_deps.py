@@ -7,15 +7,17 @@ only on a branch that this run did not take still counts). Imports inside functi
 when they run: the CLI and `pipelines/stages.py` import each stage's steps in the function that
 runs it, which is what keeps a stage's closure to its own steps.
 
-Print the `deps` that dvc.yaml should list (runs the tiny pipeline in a temporary directory):
+Print the `deps` that dvc.yaml should list, or write them into it (runs the tiny pipeline in a
+temporary directory, about a minute):
 
-    .venv/bin/python -m tests.e2e.dvc_code_deps
+    .venv/bin/python -m tests.e2e.dvc_code_deps [--write]
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -260,20 +262,32 @@ def dvc_yaml_code_deps(root: Path, files: set[str]) -> list[str]:
     return sorted([*deps, *(files - covered)])
 
 
-def dvc_yaml_deps(root: Path, code: Mapping[str, set[str]]) -> str:
+def expected_deps(root: Path, code: Mapping[str, set[str]]) -> dict[str, list[str]]:
     """The deps of each stage as dvc.yaml should list them: its data deps as they are, then its
-    code files, sorted."""
+    code, sorted."""
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    lines = []
-    for name, stage in stages.items():
-        data = [d for d in stage.get("deps", []) if not is_code(d)]
-        lines.append(f"  {name}:\n    deps:")
-        lines.extend(f"      - {d}" for d in [*data, *dvc_yaml_code_deps(root, code[name])])
-    return "\n".join(lines)
+    return {
+        name: [
+            *(d for d in stage.get("deps", []) if not is_code(d)),
+            *dvc_yaml_code_deps(root, code[name]),
+        ]
+        for name, stage in stages.items()
+    }
+
+
+def rewrite_deps(dvc_yaml: str, deps: Mapping[str, list[str]]) -> str:
+    """dvc_yaml's text with each stage's `deps:` list replaced, comments and layout kept."""
+    for name, paths in deps.items():
+        block = re.compile(rf"(\n  {name}:\n    cmd: [^\n]+\n    deps:\n)(?:      - [^\n]+\n)+")
+        listed = "".join(f"      - {p}\n" for p in paths).replace("\\", "\\\\")
+        dvc_yaml, n = block.subn(rf"\g<1>{listed}", dvc_yaml)
+        if n != 1:
+            raise ValueError(f"stage {name}: expected `cmd:` then a `deps:` list in dvc.yaml")
+    return dvc_yaml
 
 
 def main() -> None:
-    """Print the deps each stage of this repository's dvc.yaml should list."""
+    """Print the deps each stage of this repository's dvc.yaml should list; --write: put them in."""
     from tests.conftest import ROOT, make_pipeline_repo
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,8 +298,15 @@ def main() -> None:
             stage["deps"] = [d for d in stage.get("deps", []) if not is_code(d)]
         (repo.path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
         repo.run("dvc", "repro")
-        code = stage_code(repo.path, repo.env)
-        print(dvc_yaml_deps(ROOT, code))
+        deps = expected_deps(ROOT, stage_code(repo.path, repo.env))
+    if "--write" in sys.argv[1:]:
+        dvc_yaml = ROOT / "dvc.yaml"
+        dvc_yaml.write_text(rewrite_deps(dvc_yaml.read_text(), deps))
+        print(f"wrote the deps of {', '.join(deps)} into {dvc_yaml}")
+    else:
+        print(
+            yaml.safe_dump({name: {"deps": paths} for name, paths in deps.items()}, sort_keys=False)
+        )
 
 
 if __name__ == "__main__":
