@@ -59,11 +59,11 @@ def test_everyday_dvc_commands_run_as_written(pipeline_copy):
     pipeline_copy.run("git", "commit", "-qm", "the rest of the repository")
     venv_bin = str(Path(sys.prefix) / "bin")
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
-    # A user's shell: no venv on PATH, no MLflow or Prefect settings; only the offline switches
-    # (they stop telemetry calls that this machine refuses; they change nothing else).
+    # A user's shell: no venv on PATH, no MLflow or Prefect settings; only the telemetry switches
+    # (calls this machine refuses) and a git author, not offline.env's paths into this checkout.
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))},
-        **OFFLINE_ENV,
+        **{k: v for k, v in OFFLINE_ENV.items() if str(ROOT) not in v},
         "PATH": path,
     }
     env.pop("VIRTUAL_ENV", None)
@@ -82,3 +82,4 @@ def test_everyday_dvc_commands_run_as_written(pipeline_copy):
                 f"$ {command}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
             )
     assert not failed, "README commands that fail as written:\n\n" + "\n\n".join(failed)
+    assert (repo / "mlflow.db").is_file(), "the README's default MLflow store is in the project"
