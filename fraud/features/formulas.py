@@ -53,10 +53,10 @@ def amount_ratios(
     amounts: np.ndarray, prev_means: np.ndarray, prev_counts: np.ndarray
 ) -> np.ndarray:
     """`amount_ratio` of arrays, from the previous amounts' means (any value where count is 0)."""
-    # Divided only where defined: no floating-point warning to silence (and no np.errstate,
-    # which costs more than the formula on the one-transaction path's few values).
+    # Dividing by NaN where the ratio is undefined gives NaN without a floating-point warning,
+    # so no np.errstate (it costs more than the formula on the one-transaction path).
     defined = (prev_counts > 0) & (prev_means > 0)
-    return np.divide(amounts, prev_means, out=np.full(len(amounts), np.nan), where=defined)
+    return amounts / np.where(defined, prev_means, np.nan)
 
 
 def is_high_amount(

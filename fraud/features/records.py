@@ -9,6 +9,7 @@ numpy reads them without copying and a Redis script can append and trim them.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,18 +23,10 @@ CUSTOMER_RECORD = np.dtype([("t", "<i8"), ("amount", "<f8"), ("terminal", "<i8")
 TERMINAL_RECORD = np.dtype([("t", "<i8"), ("id", "<i8")])
 EMPTY_CUSTOMER_RECORDS = np.empty(0, dtype=CUSTOMER_RECORD)
 EMPTY_TIMES = np.empty(0, dtype=np.int64)
-_PACK_CUSTOMER = struct.Struct("<qdq").pack
-_PACK_TERMINAL = struct.Struct("<qq").pack
-
-
-def customer_record(t: int, amount: float, terminal: int) -> bytes:
-    """One CUSTOMER_RECORD: a customer's transaction at `t` (seconds) of `amount` at `terminal`."""
-    return _PACK_CUSTOMER(t, amount, terminal)
-
-
-def terminal_record(t: int, transaction_id: int) -> bytes:
-    """One TERMINAL_RECORD: a terminal's transaction at `t` (seconds)."""
-    return _PACK_TERMINAL(t, transaction_id)
+#: One CUSTOMER_RECORD from (t, amount, terminal): a customer's transaction at `t` (seconds).
+customer_record: Callable[[int, float, int], bytes] = struct.Struct("<qdq").pack
+#: One TERMINAL_RECORD from (t, transaction id): a terminal's transaction at `t` (seconds).
+terminal_record: Callable[[int, int], bytes] = struct.Struct("<qq").pack
 
 
 def last_time(blob: bytes | bytearray, itemsize: int) -> int:

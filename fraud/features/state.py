@@ -31,6 +31,8 @@ from fraud.features.records import (
 from fraud.features.store import DuplicateTransactionError, Transaction, tx_seconds
 
 V = TypeVar("V")
+_CUSTOMER_SIZE = CUSTOMER_RECORD.itemsize
+_TERMINAL_SIZE = TERMINAL_RECORD.itemsize
 
 
 class ShardedDict(Generic[V]):
@@ -163,7 +165,7 @@ class OnlineFeatureState:
         customer_blob = self._cust.get(customer)
         if customer_blob is None:
             customer_blob = self._cust[customer] = bytearray()
-        late = len(customer_blob) and last_time(customer_blob, CUSTOMER_RECORD.itemsize) > t
+        late = len(customer_blob) and last_time(customer_blob, _CUSTOMER_SIZE) > t
         customer_blob += customer_record(t, amount, terminal)
         if late:
             sort_by_time(customer_blob)
@@ -178,8 +180,8 @@ class OnlineFeatureState:
         if t > self._newest:
             self._newest = t
             self._evict()
-        self._trim(customer_blob, CUSTOMER_RECORD.itemsize, t - self._cust_keep)
-        self._trim(terminal_blob, TERMINAL_RECORD.itemsize, t - self._term_keep)
+        self._trim(customer_blob, _CUSTOMER_SIZE, t - self._cust_keep)
+        self._trim(terminal_blob, _TERMINAL_SIZE, t - self._term_keep)
 
     def _record_many(self, txs: Sequence[Transaction], ts: Sequence[int] | None = None) -> None:
         """`_record` of each transaction in order, with the per-record work done once per
@@ -203,7 +205,7 @@ class OnlineFeatureState:
         terminal_records["t"], terminal_records["id"] = ts, ids
         customer_bytes = memoryview(customer_records.tobytes())
         terminal_bytes = memoryview(terminal_records.tobytes())
-        csize, tsize = CUSTOMER_RECORD.itemsize, TERMINAL_RECORD.itemsize
+        csize, tsize = _CUSTOMER_SIZE, _TERMINAL_SIZE
         cust, term = self._cust, self._term
         customer_newest: dict[int, int] = {}
         terminal_newest: dict[int, int] = {}
