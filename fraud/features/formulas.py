@@ -1,8 +1,8 @@
 """The feature formulas, each defined once, for all three implementations.
 
-The one-transaction path (`online_features`) computes on Python numbers: a numpy call per value
-would cost more than the formula on the API's hot path. The offline and batch paths compute on
-arrays. A formula that needs both forms has them side by side here (`amount_ratio` and
+The one-transaction path (`online_features`) computes its values on Python numbers: a numpy
+call per value would cost more than the formula on the API's hot path. The offline and batch
+paths (and the one-transaction path's per-record steps) compute on arrays. A formula that needs both forms has them side by side here (`amount_ratio` and
 `amount_ratios`, ...), with the same arithmetic in the same order, so that every path gives the
 same bits; tests/fraud/test_feature_formulas.py checks each pair.
 """
