@@ -77,8 +77,8 @@ def stage_train(params: Params, layout: Layout) -> dict[str, Any]:
 
 
 def stage_evaluate(params: Params, layout: Layout) -> dict[str, Any]:
+    from fraud.registry import load_booster
     from pipelines.evaluate import evaluate_model, write_plots, write_test_scores
-    from pipelines.train import load_booster
 
     frame = pd.read_parquet(layout.features)
     info = artifacts.read_json(layout.train_info)
@@ -129,9 +129,9 @@ def feature_history(frame: pd.DataFrame, lookback_days: int, delay_days: int) ->
 
 
 def stage_register(params: Params, layout: Layout) -> RegistrationResult:
+    from fraud.registry import load_booster
     from pipelines.model_card import render_model_card
     from pipelines.register import Lineage, file_md5, git_commit, params_sha256, register_model
-    from pipelines.train import load_booster
 
     frame = pd.read_parquet(layout.features)
     info = artifacts.read_json(layout.train_info)

@@ -174,10 +174,3 @@ def save_model(
     with atomic_path(model_path) as tmp:
         tmp.write_bytes(bytes(booster.save_raw(raw_format="ubj")))
     write_json(result.as_dict(), info_path)
-
-
-def load_booster(model_path: str | Path) -> xgb.Booster:
-    booster = xgb.Booster()
-    booster.load_model(str(model_path))
-    booster.set_param({"nthread": 1})
-    return booster

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from fraud.registry import load_booster
 from pipelines.splits import TimeSplit, train_test_frames
-from pipelines.train import TrainingError, load_booster, predict, save_model, train_model
+from pipelines.train import TrainingError, predict, save_model, train_model
 
 
 def _train(tiny_params, tiny_features, **changes):
