@@ -296,6 +296,8 @@ def _open_and_log(path: str, barrier: Any, worker: int) -> int:
     return count
 
 
+# Spawns 5 pools of 4 processes (12-23 s on 2 cores): not a unit test.
+@pytest.mark.integration
 def test_workers_opening_a_new_sqlite_log_at_the_same_moment_all_start(tmp_path: Path):
     """Several uvicorn workers create the same log file at start-up: none may die of a lock."""
     import multiprocessing
