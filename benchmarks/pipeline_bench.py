@@ -982,13 +982,13 @@ def build_rows(
         )
         if pipe.cli_startup_s:
             cli = statistics.median(pipe.cli_startup_s)
-            n = len(pipe.stages)
+            n_stages = len(pipe.stages)
             rows.append(
                 Row(
                     f"  `fraud` CLI start-up (fraud --help, median of {len(pipe.cli_startup_s)})",
                     fmt_s(cli),
                     "—",
-                    f"x {n} stages = {cli * n / pipe.total_s:.0%} of repro",
+                    f"x {n_stages} stages = {cli * n_stages / pipe.total_s:.0%} of repro",
                     "info",
                     cli,
                 )

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -124,7 +125,7 @@ def _stage_timers() -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
     wrap(features.OnlineFeatureState, "_record_many", "record")
     wrap(features.FeatureBatch, "rows", "rows")
     wrap(predictor.Predictor, "predict", "score")
-    wrap(plog, "_json_features_many", "json")
+    wrap(plog, "features_as_json", "json")
     wrap(plog.SQLitePredictionLog, "_write", "sqlite")
     wrap(app, "_json_response", "response")
     return timings, stages
@@ -297,7 +298,7 @@ def over_http(args: argparse.Namespace, p: Payloads, tmp: Path) -> dict[str, Wrk
             env=env,
             cwd=d,  # not ROOT: `python -m` puts the cwd first on sys.path, before the snapshot
             log_path=d / "server.log",
-            ready=lambda url=url: http_status(f"{url}/ready") == 200,
+            ready=functools.partial(_is_ready, url),
             workers=workers,
         )
         console.print(f"[bold]{key}[/]: starting {' '.join(cmd[1:4])} ({workers} worker(s)) ...")
@@ -346,6 +347,10 @@ def over_http(args: argparse.Namespace, p: Payloads, tmp: Path) -> dict[str, Wrk
             for other in cpu:
                 other.stop()
     return results
+
+
+def _is_ready(url: str) -> bool:
+    return http_status(f"{url}/ready") == 200
 
 
 def _many_workers() -> int:

@@ -56,7 +56,7 @@ class ZeroFeatures:
 
 
 class DroppedLog:
-    """`PredictionLogBackend` that keeps nothing."""
+    """A `fraud.predictions.PredictionLogWriter` that keeps nothing."""
 
     def log_predictions(self, rows: Iterable[Sequence[Any]]) -> None:
         pass

@@ -177,37 +177,26 @@ class Payloads:
 
 
 def resolve_version(name: str, alias: str, version: str | None) -> str:
-    from mlflow import MlflowClient
+    """The version both sides serve: `version`, else the one `alias` points at now."""
+    from fraud import registry
 
-    client = MlflowClient()
-    if version:
-        return str(client.get_model_version(name, version).version)
-    return str(client.get_model_version_by_alias(name, alias).version)
+    return registry.resolve_version(name, alias=alias, version=version)
 
 
 def prepare_payloads(name: str, version: str, workdir: Path, batch_size: int) -> Payloads:
     """The model's input columns, and MLflow request bodies made of real feature vectors: the
     last transactions of the history published with the version, featurised with the project's
     own definitions (`fraud.features.compute_features`)."""
-    import mlflow
     import pandas as pd
-    from mlflow import MlflowClient
 
     from fraud import registry
-    from fraud.features import FeatureConfig, compute_features
+    from fraud.features import compute_features
 
-    mv = MlflowClient().get_model_version(name, version)
     dst = workdir / "artifacts"
-    info_path = mlflow.artifacts.download_artifacts(
-        run_id=mv.run_id, artifact_path=registry.ARTIFACT_MODEL_INFO, dst_path=str(dst)
-    )
-    hist_path = mlflow.artifacts.download_artifacts(
-        run_id=mv.run_id, artifact_path=registry.ARTIFACT_FEATURE_STATE, dst_path=str(dst)
-    )
-    info = json.loads(Path(info_path).read_text())
-    features = list(info["features"])
-    history = pd.read_parquet(hist_path)
-    cfg = FeatureConfig.model_validate(info.get("feature_config") or {})
+    model = registry.download_version(name, version=version, dest=dst)
+    features = model.features
+    history = pd.read_parquet(dst / registry.FEATURE_HISTORY_FILE)
+    cfg = model.feature_config
     end = pd.Timestamp(history["TX_DATETIME"].max())
     tail = compute_features(history, cfg).tail(max(batch_size, 1000))[features]
     rows = [

@@ -183,7 +183,7 @@ def test_count_follows_each_table_and_refuses_unknown_tables(plog):
 
 
 def test_a_call_that_fails_writes_none_of_its_rows_and_the_log_keeps_working(target, plog):
-    bad = prediction(2)._replace(tx_datetime=None)  # tx_datetime is NOT NULL
+    bad = prediction(2)._replace(tx_datetime=None)  # type: ignore[arg-type]  # NOT NULL column
     with pytest.raises((sqlite3.IntegrityError, psycopg.errors.NotNullViolation)):
         plog.log_predictions([prediction(1), bad, prediction(3)])
     assert plog.count() == 0
