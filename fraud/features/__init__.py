@@ -29,20 +29,70 @@ Rows with the same entity and timestamp are ordered by their position in the inp
 then TRANSACTION_ID), the same order in which a stream would deliver them.
 """
 
-from fraud.features.batch import FeatureBatch, batch_features
-from fraud.features.config import DAY_SECONDS, FeatureConfig, FeatureNames
-from fraud.features.offline import compute_features
-from fraud.features.online import online_features
-from fraud.features.records import (
-    CUSTOMER_RECORD,
-    TERMINAL_RECORD,
-    HistoryRecords,
-    customer_record,
-    history_records,
-    terminal_record,
-)
-from fraud.features.state import OnlineFeatureState, ShardedDict
-from fraud.features.store import DuplicateTransactionError, FeatureStore, Transaction, tx_seconds
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fraud.features.batch import FeatureBatch, batch_features
+    from fraud.features.config import DAY_SECONDS, FeatureConfig, FeatureNames
+    from fraud.features.offline import compute_features
+    from fraud.features.online import online_features
+    from fraud.features.records import (
+        CUSTOMER_RECORD,
+        TERMINAL_RECORD,
+        HistoryRecords,
+        customer_record,
+        history_records,
+        terminal_record,
+    )
+    from fraud.features.state import OnlineFeatureState, ShardedDict
+    from fraud.features.store import (
+        DuplicateTransactionError,
+        FeatureStore,
+        Transaction,
+        tx_seconds,
+    )
+
+#: Where each re-exported name lives. Imported on first use (PEP 562), so that a caller loads
+#: only the modules it uses: the pipeline's stages never load the online modules, and DVC,
+#: which hashes the code each stage runs, does not rerun the pipeline when only they change.
+_HOME: dict[str, str] = {
+    "FeatureBatch": "batch",
+    "batch_features": "batch",
+    "DAY_SECONDS": "config",
+    "FeatureConfig": "config",
+    "FeatureNames": "config",
+    "compute_features": "offline",
+    "online_features": "online",
+    "CUSTOMER_RECORD": "records",
+    "TERMINAL_RECORD": "records",
+    "HistoryRecords": "records",
+    "customer_record": "records",
+    "history_records": "records",
+    "terminal_record": "records",
+    "OnlineFeatureState": "state",
+    "ShardedDict": "state",
+    "DuplicateTransactionError": "store",
+    "FeatureStore": "store",
+    "Transaction": "store",
+    "tx_seconds": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'fraud.features' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fraud.features.{home}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])
+
 
 __all__ = [
     "CUSTOMER_RECORD",
