@@ -1,4 +1,4 @@
-"""Features step: validated raw transactions -> point-in-time features (fraud/features.py)."""
+"""Features step: validated raw transactions -> point-in-time features (fraud/features/offline.py)."""
 
 from __future__ import annotations
 
