@@ -2,7 +2,8 @@
 
 Each subcommand reads params.yaml, runs one stage (pipelines/stages.py) and prints what it did.
 A domain error (bad params, a data contract violation, an unusable window) prints one clear
-message and exits with status 1; nothing downstream is overwritten.
+message and exits with status 1; nothing downstream is overwritten. Messages are printed as text,
+never as rich markup: theirs hold brackets (`e.g. [row=3, ...]`) that markup would swallow.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines.errors import IngestError, ParamsError, TrainingError
@@ -43,6 +45,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 DOMAIN_ERRORS = (ParamsError, IngestError, TrainingError, FileNotFoundError)
 
 
+def _error(message: str) -> None:
+    """Print an error message on stderr as plain text."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _domain_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -52,7 +59,7 @@ def _domain_errors(fn: F) -> F:
             *DOMAIN_ERRORS,
             ValueError,
         ) as e:  # steps raise ValueError with an actionable message
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            _error(str(e))
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -65,7 +72,10 @@ def _load(params: Path) -> Params:
 
 
 def _done(stage: str, t0: float, detail: str) -> None:
-    console.print(f"[green]✓[/] {stage} [dim]({time.perf_counter() - t0:.1f} s)[/] {detail}")
+    console.print(
+        f"[green]✓[/] {stage} [dim]({time.perf_counter() - t0:.1f} s)[/] {escape(detail)}",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -86,9 +96,18 @@ def ingest(params: ParamsOpt = Path("params.yaml")) -> None:
 def validate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Check data/raw against the data contract; a violation names column, rule and rows."""
     from pipelines.stages import stage_validate
+    from pipelines.validate import ContractViolationError
 
     t0 = time.perf_counter()
-    r = stage_validate(_load(params), Layout())
+    layout = Layout()
+    try:
+        r = stage_validate(_load(params), layout)
+    except ContractViolationError as e:
+        _error(str(e))
+        # The path stage_validate writes the whole report to, every example row included.
+        failed = layout.validation_report.with_suffix(".failed.json")
+        err.print(f"  every violation: {escape(str(failed))}", highlight=False)
+        raise typer.Exit(1) from None
     _done("validate", t0, f"{r.rows:,} rows satisfy the contract")
 
 
@@ -155,7 +174,7 @@ def register(params: ParamsOpt = Path("params.yaml")) -> None:
     with console.status("registering in MLflow ..."):
         r = stage_register(_load(params), Layout())
     _done("register", t0, f"{r.model_name} v{r.version} -> @{r.alias}")
-    console.print(f"  reason: {r.reason}", highlight=False)
+    console.print(f"  reason: {escape(r.reason)}", highlight=False)
 
 
 @app.command()
@@ -166,11 +185,13 @@ def summary(params: ParamsOpt = Path("params.yaml")) -> None:
         m = json.loads(layout.metrics.read_text())
         reg = json.loads(layout.registration.read_text())
     except FileNotFoundError as e:
-        err.print(f"[bold red]error:[/] {e.filename} is missing: run `dvc repro` first")
+        _error(f"{e.filename} is missing: run `dvc repro` first")
         raise typer.Exit(1) from None
     pq = json.loads(layout.prequential.read_text()) if layout.prequential.exists() else None
     k = _load(params).evaluate.top_k
-    t = Table(title=f"Test window {m['window']['test']} (trained on {m['window']['train']})")
+    t = Table(
+        title=escape(f"Test window {m['window']['test']} (trained on {m['window']['train']})")
+    )
     t.add_column("metric")
     t.add_column("this model", justify="right")
     t.add_column("handbook XGBoost", justify="right")
@@ -203,14 +224,16 @@ def summary(params: ParamsOpt = Path("params.yaml")) -> None:
         t.add_row(f"  card precision@{k}", f"{s[f'card_precision_at_{k}']:.4f}", "0.30")
     console.print(t)
     console.print(
-        f"[bold]{reg['model_name']} v{reg['version']} -> @{reg['alias']}[/]: {reg['reason']}",
+        f"[bold]{escape(reg['model_name'])} v{reg['version']} -> @{reg['alias']}[/]: "
+        f"{escape(reg['reason'])}",
         highlight=False,
     )
     console.print("Look at:")
     console.print(
-        f"  MLflow UI:   make mlflow-ui   (store: {reg['tracking_uri']})", highlight=False
+        f"  MLflow UI:   make mlflow-ui   (store: {escape(reg['tracking_uri'])})",
+        highlight=False,
     )
-    console.print(f"  pictures:    {layout.plots / 'evaluation.png'}", highlight=False)
+    console.print(f"  pictures:    {escape(str(layout.plots / 'evaluation.png'))}", highlight=False)
     console.print("  DVC plots:   make plots  ->  reports/plots/index.html", highlight=False)
     console.print(
         "  experiments: dvc exp run -S train.max_depth=4 && dvc exp show", highlight=False
@@ -236,10 +259,13 @@ def score(
 
     t0 = time.perf_counter()
     res = score_file(input, output, _load(params), model_version, console)
+    for warning in res.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     _done("score", t0, f"{res.rows:,} transactions scored with {res.model} -> {output}")
-    if res.metrics:
-        for key, value in res.metrics.items():
-            console.print(f"  {key}: {value:.4f}")
+    if res.metrics_scope:
+        console.print(f"  {escape(res.metrics_scope)}", highlight=False, soft_wrap=True)
+    for key, value in (res.metrics or {}).items():
+        console.print(f"  {key}: {value:.4f}", highlight=False)
 
 
 @app.command()
@@ -265,9 +291,9 @@ def plots(out: Annotated[Path, typer.Option("--out")] = Path("reports/plots")) -
     try:
         page = render_plots(Path.cwd(), out)
     except RuntimeError as e:
-        err.print(f"[bold red]error:[/] {e}")
+        _error(str(e))
         raise typer.Exit(1) from None
-    console.print(f"open {page}")
+    console.print(f"open {escape(str(page))}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover
