@@ -82,11 +82,6 @@ class ServingModel:
         return self.registered.lineage.as_dict()
 
 
-def registry_version(name: str, alias: str | None, version: str | None) -> str:
-    """The version the alias (or `version`) points at now: one registry call, no download."""
-    return registry.resolve_version(name, alias, version)
-
-
 def fetch_from_registry(
     name: str, alias: str | None, version: str | None, cache_dir: Path
 ) -> ServingModel:

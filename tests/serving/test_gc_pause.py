@@ -1,4 +1,4 @@
-"""The batch endpoint's pause of the cyclic garbage collector (`serving.app._GCPause`)."""
+"""The batch endpoint's pause of the cyclic garbage collector (`serving.runtime.GCPause`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from serving.app import _GCPause
+from serving.runtime import GCPause
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +19,7 @@ def _restore_gc():
 
 def test_overlapping_batches_keep_the_collector_off_until_the_last_one_ends():
     gc.enable()
-    pause = _GCPause()
+    pause = GCPause()
     seen: list[tuple[str, bool]] = []
 
     async def batch(name: str, hold: asyncio.Event) -> None:
@@ -44,7 +44,7 @@ def test_overlapping_batches_keep_the_collector_off_until_the_last_one_ends():
 
 def test_a_collector_switched_off_before_stays_off():
     gc.disable()
-    pause = _GCPause()
+    pause = GCPause()
     with pause():
         assert not gc.isenabled()
     assert not gc.isenabled()
@@ -52,7 +52,7 @@ def test_a_collector_switched_off_before_stays_off():
 
 def test_the_collector_comes_back_when_the_block_raises():
     gc.enable()
-    pause = _GCPause()
+    pause = GCPause()
     with pytest.raises(RuntimeError), pause():
         raise RuntimeError("scoring failed")
     assert gc.isenabled()

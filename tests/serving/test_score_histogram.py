@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from serving.app import ScoreHistogram
+from serving.metrics import ScoreHistogram
 
 BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.95, 1.0)
 
