@@ -277,8 +277,10 @@ def flow(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Run the Prefect `training` flow (temporary local server unless PREFECT_API_URL is set)."""
-    from pipelines.flows import training
+    from pipelines.flows import resolve_revision, training
 
+    if rev is not None:
+        resolve_revision(".", rev)  # before Prefect starts: a bad name is one line, not a run
     state = training(params_path=str(params), rev=rev)
     console.print(state)
 

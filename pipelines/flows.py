@@ -5,11 +5,16 @@ through `dvc.api`), then validates, builds features, trains, evaluates and regis
 into its own working directory (`runs/flow/` by default) so that it never disturbs the DVC
 workspace. With no PREFECT_API_URL, Prefect starts a temporary local server for the run; with
 PREFECT_API_URL set, the run is recorded on that server (and can be scheduled there).
+
+A revision is resolved to its commit before any task runs: a name that git does not know fails
+the flow at once (retrying cannot make it exist), and the data cannot change under a retry when a
+branch moves.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +29,35 @@ from pipelines.stages import Layout
 RAW_PATH = "data/raw/transactions.parquet"
 
 
+class UnknownRevisionError(ValueError):
+    """The git revision names no commit of the repository."""
+
+
+def resolve_revision(repo: str | Path, rev: str) -> str:
+    """The commit that `rev` (a commit, branch or tag) names in the git repository `repo`."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        why = proc.stderr.strip() or "no commit, branch or tag of that name (see `git tag`)"
+        raise UnknownRevisionError(
+            f"--rev {rev}: not a revision of the git repository {Path(repo).resolve()}: {why}"
+        )
+    return proc.stdout.strip()
+
+
 @task(name="fetch DVC data", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def fetch_raw(repo: str, rev: str | None, layout: Layout) -> Path:
-    """Copy the raw data DVC tracks (workspace, or `rev`) into the flow's layout."""
+def fetch_raw(repo: str, commit: str | None, layout: Layout) -> Path:
+    """Copy the raw data DVC tracks (workspace, or at `commit`) into the flow's layout."""
     layout.raw.parent.mkdir(parents=True, exist_ok=True)
     tmp = layout.raw.with_suffix(".part")
-    with dvc.api.open(RAW_PATH, repo=repo, rev=rev, mode="rb") as src, open(tmp, "wb") as dst:
+    with dvc.api.open(RAW_PATH, repo=repo, rev=commit, mode="rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, length=1 << 20)
     tmp.replace(layout.raw)
-    get_run_logger().info("raw data %s@%s -> %s", RAW_PATH, rev or "workspace", layout.raw)
     return layout.raw
 
 
@@ -88,10 +113,16 @@ def training(
     workdir: str = "runs/flow",
     run_prequential: bool = True,
 ) -> dict[str, Any]:
-    """Train, evaluate and register a model from the DVC-versioned data (workspace or `rev`)."""
+    """Train, evaluate and register a model from the DVC-versioned data (workspace or `rev`).
+
+    Raises UnknownRevisionError, before any task runs, when git does not know `rev`.
+    """
+    commit = resolve_revision(repo, rev) if rev is not None else None
     params = load_params(params_path)
     layout = Layout(Path(workdir))
-    fetch_raw(repo, rev, layout)
+    fetch_raw(repo, commit, layout)
+    source = f"{rev} (commit {commit})" if rev is not None else "the workspace"
+    get_run_logger().info("raw data %s of %s -> %s", RAW_PATH, source, layout.raw)
     validate(params, layout)
     features(params, layout)
     train(params, layout)

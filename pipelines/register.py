@@ -9,6 +9,7 @@ the figures of both models are tagged on the version, written to the model card 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -71,6 +72,20 @@ def git_commit(cwd: str | Path = ".") -> str:
 
 def params_sha256(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_name(lineage: Lineage, started: dt.datetime) -> str:
+    """The MLflow run's name: the commit, data and params it trained from, and when (UTC).
+
+    Runs of one commit (a `dvc exp run`, the Prefect flow, another data revision) differ by the
+    data or params hash, and by the time when they trained the same thing again.
+    """
+    commit = lineage.git_commit
+    short_commit = commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")
+    return (
+        f"train-{short_commit}-data-{lineage.data_md5[:8]}-params-{lineage.params_sha256[:8]}"
+        f"-{started.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -220,7 +235,7 @@ def register_model(
     decision = promotion_decision(scalar_metrics, gate, comparison, champion_version)
 
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train-{lineage.git_commit[:8]}"
+        experiment_id=experiment_id, run_name=run_name(lineage, dt.datetime.now(dt.UTC))
     ) as run:
         flat = {k: v for k, v in _flatten(params).items()}
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
