@@ -83,6 +83,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/fraud \
+    FRAUD_HOST=0.0.0.0 \
+    FRAUD_PORT=8000 \
     FRAUD_MODEL_CACHE_DIR=/var/lib/fraud/model \
     FRAUD_PREDICTION_LOG=/var/lib/fraud/predictions.sqlite \
     FRAUD_LOG_LEVEL=info \
@@ -92,4 +94,5 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"]
-CMD ["python", "-m", "serving", "--host", "0.0.0.0", "--port", "8000"]
+# Every setting is a FRAUD_* variable (docs/serving.md, `python -m serving --help`).
+CMD ["python", "-m", "serving"]

@@ -1,4 +1,5 @@
-"""`python -m serving`: run the API with uvicorn (host/port from FRAUD_HOST/FRAUD_PORT)."""
+"""`python -m serving`: run the API with uvicorn, as `ServingSettings` (`FRAUD_*`) says; the
+command line's flags override their variables."""
 
 from __future__ import annotations
 
@@ -6,17 +7,30 @@ import argparse
 import os
 
 import uvicorn
+from pydantic import ValidationError
+
+from serving.settings import ServingSettings
+
+#: The settings the command line can override, by flag.
+_FLAGS = {"host": "--host", "port": "--port", "workers": "--workers", "log_level": "--log-level"}
 
 
 def _settings_help() -> str:
     """The service's settings, from `ServingSettings` itself (so this help stays true)."""
-    from serving.settings import ServingSettings
-
     lines = ["settings (environment variables; the registry is MLFLOW_TRACKING_URI):"]
     for name, field in ServingSettings.model_fields.items():
         default = "none" if field.default is None else str(field.default)
         lines.append(f"  FRAUD_{name.upper():<28} default {default}")
     return "\n".join(lines)
+
+
+def _describe(error: ValidationError) -> str:
+    """One line per invalid setting, named as the environment variable that sets it."""
+    lines = []
+    for e in error.errors(include_url=False):
+        where = f"FRAUD_{str(e['loc'][0]).upper()}: " if e["loc"] else ""
+        lines.append(where + e["msg"].removeprefix("Value error, "))
+    return "; ".join(lines)
 
 
 def main() -> None:
@@ -26,45 +40,31 @@ def main() -> None:
         epilog=_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("FRAUD_HOST", "127.0.0.1"),
-        help="address to listen on (FRAUD_HOST; default 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("FRAUD_PORT", "8000")),
-        help="port (FRAUD_PORT; default 8000)",
-    )
+    parser.add_argument("--host", help="address to listen on (FRAUD_HOST)")
+    parser.add_argument("--port", type=int, help="port (FRAUD_PORT)")
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("FRAUD_WORKERS", "1")),
-        help="uvicorn worker processes; more than one needs a shared feature state "
-        "(FRAUD_FEATURE_STORE=redis://...)",
+        help="uvicorn worker processes (FRAUD_WORKERS); more than one needs a shared feature "
+        "state (FRAUD_FEATURE_STORE=redis://...)",
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("FRAUD_LOG_LEVEL", "warning"),
-        help="uvicorn log level (FRAUD_LOG_LEVEL; default warning)",
-    )
+    parser.add_argument("--log-level", help="uvicorn log level (FRAUD_LOG_LEVEL)")
     args = parser.parse_args()
-    store = os.environ.get("FRAUD_FEATURE_STORE", "memory")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    if args.workers > 1 and store == "memory":
-        parser.error(
-            "--workers > 1 needs a shared feature state: each worker would see only part of "
-            "every customer's history. Set FRAUD_FEATURE_STORE=redis://host:6379/0."
-        )
+    given = {name: v for name in _FLAGS if (v := getattr(args, name)) is not None}
+    try:
+        settings = ServingSettings(**given)
+    except ValidationError as e:
+        parser.error(_describe(e))
+    # The workers build their own settings from the environment: the same as these.
+    for name in _FLAGS:
+        os.environ[f"FRAUD_{name.upper()}"] = str(getattr(settings, name))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Fail over to the cached model in about a second when the registry is down, instead of
     # MLflow's default 7 retries with backoff (minutes, during which /health would not answer).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    if args.workers > 1:
+    if settings.workers > 1:
         # The workers share one listening socket, and libuv (under uvloop) lets the worker that
         # wakes first accept every connection waiting: clients that open their connections at
         # once and keep them (a proxy's pool, a load generator) then all land on one worker
@@ -73,10 +73,10 @@ def main() -> None:
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
         access_log=False,
     )
 

@@ -4,8 +4,9 @@ defaults so that `make serve` works with nothing set."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraud import registry
@@ -48,8 +49,32 @@ class ServingSettings(BaseSettings):
     #: FastAPI's native OpenTelemetry (traces, metrics, logs to the globally configured
     #: providers, e.g. by `opentelemetry-instrument`); off: Prometheus /metrics only.
     opentelemetry: bool = False
+    #: Address the server listens on (`python -m serving --host`).
+    host: str = "127.0.0.1"
+    #: Port (`--port`).
+    port: int = Field(8000, ge=1, le=65_535)
+    #: uvicorn worker processes (`--workers`); more than one needs a shared feature store.
+    workers: int = Field(1, ge=1)
+    #: uvicorn's log level (`--log-level`).
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "warning"
 
     @field_validator("prediction_log", mode="before")
     @classmethod
     def _path_as_text(cls, v: object) -> object:
         return str(v) if isinstance(v, Path) else v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _workers_share_the_feature_store(self) -> Self:
+        if self.workers > 1 and self.feature_store == "memory":
+            raise ValueError(
+                f"{self.workers} workers need a shared feature store: with "
+                "FRAUD_FEATURE_STORE=memory each worker would see only part of every "
+                "customer's history. Set FRAUD_FEATURE_STORE=redis://host:6379/0, or run one "
+                "worker (FRAUD_WORKERS=1)."
+            )
+        return self
