@@ -27,7 +27,7 @@ def _requirements() -> list[Requirement]:
 
 
 def _pinned() -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if "==" in line:
             name, version = line.split("==", 1)
@@ -36,19 +36,34 @@ def _pinned() -> dict[str, str]:
 
 
 def _imports(path: Path) -> set[str]:
-    """Top-level names of every import in a file, function-level ones included."""
+    """Every module a file imports (and every name it imports from one, which may be a module),
+    function-level imports included."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
+            # `from fraud import registry` imports the module fraud.registry.
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
     return names
+
+
+def _module_files(name: str) -> list[Path]:
+    """The files that importing `name` (in fraud/) runs: each package's `__init__.py` on the
+    way, and the module itself (a `.py` file or a package)."""
+    parts = name.split(".")
+    files = []
+    for i in range(1, len(parts) + 1):
+        base = ROOT.joinpath(*parts[:i])
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.exists():
+                files.append(candidate)
+    return files
 
 
 def _served_modules() -> set[str]:
     """Third-party top-level modules imported by serving/ and the fraud/ modules it reaches."""
-    todo = [p for p in (ROOT / "serving").glob("*.py")]
+    todo = list((ROOT / "serving").rglob("*.py"))
     seen: set[Path] = set()
     third_party = set()
     while todo:
@@ -59,9 +74,7 @@ def _served_modules() -> set[str]:
         for name in _imports(path):
             top = name.split(".")[0]
             if top == "fraud":
-                parts = name.split(".")
-                target = ROOT.joinpath(*parts).with_suffix(".py")
-                todo.append(target if target.exists() else ROOT / "fraud" / "__init__.py")
+                todo += _module_files(name)
             elif top not in LOCAL and top not in sys.stdlib_module_names:
                 third_party.add(top)
     return third_party
@@ -106,7 +119,15 @@ def test_every_serving_requirement_is_a_pinned_project_dependency():
 
 def test_serving_requirements_provide_every_module_the_service_imports():
     modules = _served_modules()
-    assert {"fastapi", "xgboost", "mlflow", "redis", "psycopg", "orjson"} <= modules
+    assert {
+        "fastapi",
+        "fastapi_offline",
+        "xgboost",
+        "mlflow",
+        "redis",
+        "psycopg",
+        "orjson",
+    } <= modules
     provided = _closure(_requirements())
     by_module = metadata.packages_distributions()
     missing = {
