@@ -56,6 +56,7 @@ def register_new_champion(tracking_uri: str, use_tracking_uri) -> str:
     with use_tracking_uri(tracking_uri):
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         v1 = client.get_model_version(MODEL, "1")
+        assert v1.source is not None
         mv = client.create_model_version(
             MODEL, source=v1.source, run_id=v1.run_id, tags=dict(v1.tags or {})
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from fraud.schema import ContractLimits, TransactionRecord
 
@@ -21,14 +22,14 @@ VALID: dict[str, Any] = {
 }
 
 
-def errors_of(**changes: Any) -> list[dict[str, Any]]:
+def errors_of(**changes: Any) -> list[ErrorDetails]:
     body = {**VALID, **changes}
     with pytest.raises(ValidationError) as exc:
         TransactionRecord.model_validate(body)
     return exc.value.errors()
 
 
-def failing_fields(errors: list[dict[str, Any]]) -> set[str]:
+def failing_fields(errors: list[ErrorDetails]) -> set[str]:
     return {str(e["loc"][0]) for e in errors if e["loc"]}
 
 
