@@ -25,7 +25,9 @@ BENCH_ARGS ?=
 .PHONY: help setup system-deps run test test-fast lint format score serve flow mlflow-ui plots bench bench-serving bench-budget clean print-env
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
+		'{ name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1) } \
+		END { for (i = 1; i <= NR; i++) printf "  make %-" width "s  %s\n", name[i], text[i] }'
 
 print-env: ## print the offline.env variables as the targets' commands see them
 	@$(foreach k,$(OFFLINE_ENV_KEYS),printf '%s=%s\n' $(k) "$${$(k)-(unset)}";)
