@@ -1,4 +1,5 @@
-"""Offline DVC plots: the page inlines Vega instead of loading it from a CDN."""
+"""Offline DVC plots: the page inlines Vega instead of loading it from a CDN; the calibration
+plot has equal-count bins and the diagonal."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import xgboost as xgb
+import yaml
 
+from fraud import schema
 from pipelines import dvc_plots
+from pipelines.evaluate import CALIBRATION_BINS, EvaluationResult, write_plots
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Shared with `make plots`, so npm installs the packages once per checkout, not once per test.
@@ -75,3 +82,80 @@ def test_missing_npm_is_named_in_the_error(tmp_path: Path, monkeypatch: pytest.M
 
     with pytest.raises(RuntimeError, match="npm"):
         dvc_plots.render_plots(tmp_path, tmp_path / "plots", vega_dir=tmp_path / "empty-cache")
+
+
+# --- The calibration plot ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibration_plots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """write_plots on skewed scores, as fraud scores are (most near 0): (out dir, scores)."""
+    rng = np.random.default_rng(0)
+    n = 9_973  # deciles fall between scores, where pd.qcut and scikit-learn agree on the bins
+    scores = rng.beta(0.3, 12.0, n)
+    y = (rng.random(n) < scores).astype(int)
+    test = pd.DataFrame({schema.TX_FRAUD: y, "x": scores})
+    booster = xgb.train({"max_depth": 1}, xgb.DMatrix(test[["x"]], label=y), num_boost_round=2)
+    metrics = {
+        "average_precision": 0.5,
+        "roc_auc": 0.8,
+        "at_threshold.recall": 0.5,
+        "at_threshold.precision": 0.5,
+    }
+    out = tmp_path_factory.mktemp("plots")
+    write_plots(EvaluationResult(metrics, test, scores), booster, out, threshold=0.2)
+    return out, scores
+
+
+def test_calibration_bins_hold_equal_numbers_of_transactions(calibration_plots) -> None:
+    out, scores = calibration_plots
+    rows = json.loads((out / "calibration.json").read_text())
+    deciles = pd.Series(scores).groupby(pd.qcut(scores, CALIBRATION_BINS), observed=True).mean()
+    assert len(rows) == CALIBRATION_BINS
+    assert [r["predicted"] for r in rows] == pytest.approx(deciles.to_list(), rel=1e-12)
+    assert all(r["perfectly_calibrated"] == r["predicted"] for r in rows)
+
+
+def _project_plot_definitions() -> list[dict]:
+    return yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["plots"]
+
+
+def test_calibration_plot_is_defined_once_with_its_diagonal_and_bins() -> None:
+    dvc_yaml = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+    in_stages = [
+        next(iter(plot)) if isinstance(plot, dict) else plot
+        for stage in dvc_yaml["stages"].values()
+        for plot in stage.get("plots", [])
+    ]
+    assert "reports/plots/calibration.json" not in in_stages  # DVC would draw it twice
+    (definition,) = [
+        d["reports/plots/calibration.json"]
+        for d in _project_plot_definitions()
+        if "reports/plots/calibration.json" in d
+    ]
+    assert definition["y"] == ["observed", "perfectly_calibrated"]
+    assert definition["title"] == f"Calibration ({CALIBRATION_BINS} quantile bins)"
+
+
+@pytest.mark.integration  # dvc in a subprocess
+def test_dvc_draws_the_calibration_plot_with_the_diagonal(calibration_plots, tmp_path) -> None:
+    out, _ = calibration_plots
+    repo = tmp_path / "repo"
+    (repo / "reports" / "plots").mkdir(parents=True)
+    _run(["git", "init", "-q"], repo)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    shutil.copy(out / "calibration.json", repo / "reports" / "plots" / "calibration.json")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"plots": _project_plot_definitions()}))
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "--json"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (plot,) = json.loads(shown.stdout)["data"]["reports/plots/calibration.json"]
+    values = plot["content"]["data"]["values"]
+    assert {v["field"] for v in values} == {"observed", "perfectly_calibrated"}
+    diagonal = [v for v in values if v["field"] == "perfectly_calibrated"]
+    assert all(v["dvc_inferred_y_value"] == v["predicted"] for v in diagonal)
+    assert plot["content"]["title"]["text"] == f"Calibration ({CALIBRATION_BINS} quantile bins)"
