@@ -21,6 +21,13 @@ from serving.schemas import BatchRequest
 DOCS_ASSETS_URL = "/static/docs"
 _DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 
+#: The docs pages may load nothing from elsewhere: ReDoc's footer, for one, shows an image from
+#: its CDN. Inline scripts and styles are how both pages start; ReDoc's search runs in a worker.
+_DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:"
+)
+
 #: The bodies that endpoints parse themselves (serving.json_io), so FastAPI does not see them.
 _SELF_PARSED_BODIES: tuple[type[BaseModel], ...] = (TransactionRecord, BatchRequest)
 
@@ -73,7 +80,7 @@ def install_docs(app: FastAPI) -> None:
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
         assets = root + DOCS_ASSETS_URL
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=root + str(app.openapi_url),
             title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{assets}/swagger-ui-bundle.js",
@@ -82,17 +89,21 @@ def install_docs(app: FastAPI) -> None:
             # Swagger UI would send the schema to validator.swagger.io for its badge.
             swagger_ui_parameters={"validatorUrl": None},
         )
+        page.headers["Content-Security-Policy"] = _DOCS_CONTENT_SECURITY_POLICY
+        return page
 
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
         assets = root + DOCS_ASSETS_URL
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=root + str(app.openapi_url),
             title=f"{app.title} - ReDoc",
             redoc_js_url=f"{assets}/redoc.standalone.js",
             redoc_favicon_url=f"{assets}/favicon.png",
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = _DOCS_CONTENT_SECURITY_POLICY
+        return page
 
     app.add_route("/docs", swagger_ui, include_in_schema=False)
     app.add_route("/redoc", redoc, include_in_schema=False)
