@@ -105,7 +105,7 @@ def validate(params: ParamsOpt = Path("params.yaml")) -> None:
     except ContractViolationError as e:
         _error(str(e))
         # The path stage_validate writes the whole report to, every example row included.
-        failed = layout.validation_report.with_suffix(".failed.json")
+        failed = layout.failed_validation_report
         err.print(f"  every violation: {escape(str(failed))}", highlight=False)
         raise typer.Exit(1) from None
     _done("validate", t0, f"{r.rows:,} rows satisfy the contract")
@@ -298,8 +298,25 @@ def plots(out: Annotated[Path, typer.Option("--out")] = Path("reports/plots")) -
     console.print(f"open {escape(str(page))}", highlight=False)
 
 
+def _configure_logging() -> None:
+    """Send the project's own loggers to stderr at FRAUD_LOG_LEVEL (default WARNING).
+
+    Only `fraud` and `pipelines` are configured, never the root logger: a root handler set here
+    would take over Prefect's loggers (its task-run names vanish from `fraud flow`'s output).
+    """
+    level = os.environ.get("FRAUD_LOG_LEVEL", "WARNING").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    for name in ("fraud", "pipelines"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+
+
 def main() -> None:  # pragma: no cover
-    logging.basicConfig(level=os.environ.get("FRAUD_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    _configure_logging()
     app()
 
 
