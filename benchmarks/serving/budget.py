@@ -82,7 +82,7 @@ def _stage_timers() -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
     time); returns the timings and the stages in table order (label, what it covers)."""
     import fraud.features as features
     import fraud.predictions.sqlite as plog
-    import serving.app as app
+    import serving.routes.predict as route
     import serving.predictor as predictor
 
     timings: dict[str, list[float]] = defaultdict(list)
@@ -120,14 +120,14 @@ def _stage_timers() -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
 
             setattr(owner, name, timed)
 
-    wrap(app, "_parse_body", "parse", is_async=True)
+    wrap(route, "parse_json_body", "parse", is_async=True)
     wrap(features.OnlineFeatureState, "_compute", "features")
     wrap(features.OnlineFeatureState, "_record_many", "record")
     wrap(features.FeatureBatch, "rows", "rows")
     wrap(predictor.Predictor, "predict", "score")
     wrap(plog, "features_as_json", "json")
     wrap(plog.SQLitePredictionLog, "_write", "sqlite")
-    wrap(app, "_json_response", "response")
+    wrap(route, "json_response", "response")
     return timings, stages
 
 
