@@ -24,12 +24,13 @@ class IngestResult:
     source: str
 
 
-def load_transactions_file(path: str | Path) -> pd.DataFrame:
+def load_transactions_file(path: str | Path, setting: str = "ingest.path") -> pd.DataFrame:
     """Read a CSV or Parquet file as it is: types are checked by the validate step, which can
-    then name the rows whose values do not parse."""
+    then name the rows whose values do not parse. Errors name `setting`, where the path came
+    from (a params.yaml key or a command-line flag)."""
     p = Path(path)
     if not p.exists():
-        raise IngestError(f"ingest.path: {p} does not exist")
+        raise IngestError(f"{setting}: {p} does not exist")
     suffix = p.suffix.lower()
     try:
         if suffix in {".parquet", ".pq"}:
@@ -37,11 +38,11 @@ def load_transactions_file(path: str | Path) -> pd.DataFrame:
         elif suffix in {".csv", ".gz", ".txt"}:
             df = pd.read_csv(p, dtype={schema.TX_DATETIME: "string"}, low_memory=False)
         else:
-            raise IngestError(f"ingest.path: {p} must be a .csv or .parquet file, not {suffix!r}")
+            raise IngestError(f"{setting}: {p} must be a .csv or .parquet file, not {suffix!r}")
     except (OSError, ValueError, pd.errors.ParserError) as e:
         if isinstance(e, IngestError):
             raise
-        raise IngestError(f"ingest.path: cannot read {p}: {e}") from e
+        raise IngestError(f"{setting}: cannot read {p}: {e}") from e
     # Mixed-type object columns cannot go to Parquet as they are: keep them as text.
     for col in df.columns:
         if df[col].dtype == object:

@@ -24,6 +24,11 @@ class Layout:
         return self / "reports/validation.json"
 
     @property
+    def failed_validation_report(self) -> Path:
+        """The report of a validation that failed, kept beside the last good one."""
+        return self / "reports/validation.failed.json"
+
+    @property
     def features(self) -> Path:
         return self / "data/features/transactions.parquet"
 

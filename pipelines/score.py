@@ -34,9 +34,6 @@ from pipelines.validate import ContractViolationError, to_contract_frame
 
 CHUNK_ROWS = 200_000
 OUTPUT_SUFFIXES = (".csv", ".parquet")
-#: load_transactions_file names the pipeline's setting in its errors; the user of `fraud score`
-#: gave a flag instead.
-_INGEST_KEY = "ingest.path: "
 
 
 @dataclass(frozen=True)
@@ -62,10 +59,7 @@ def read_scoring_input(input_path: Path, output_path: Path, params: Params) -> p
         raise IngestError(f"--output: {output_path} must end in .csv or .parquet")
     if not input_path.exists():
         raise IngestError(f"--input: {input_path} does not exist")
-    try:
-        raw = load_transactions_file(input_path)
-    except IngestError as e:
-        raise IngestError(f"--input: {str(e).removeprefix(_INGEST_KEY)}") from e
+    raw = load_transactions_file(input_path, setting="--input")
     if raw.empty:
         raise IngestError(f"--input: {input_path} has no transactions")
     limits = dataclasses.replace(params.validate_.limits(), require_labels=False)

@@ -43,10 +43,10 @@ def stage_validate(
     frame = raw if raw is not None else pd.read_parquet(layout.raw)
     report = validate_transactions(frame, params.validate_.limits())
     if not report.ok:
-        artifacts.write_json(report.as_dict(), layout.validation_report.with_suffix(".failed.json"))
+        artifacts.write_json(report.as_dict(), layout.failed_validation_report)
         raise ContractViolationError(report)
     artifacts.write_json(report.as_dict(), layout.validation_report)
-    layout.validation_report.with_suffix(".failed.json").unlink(missing_ok=True)
+    layout.failed_validation_report.unlink(missing_ok=True)
     return report
 
 
