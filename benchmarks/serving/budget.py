@@ -82,8 +82,8 @@ def _stage_timers() -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
     time); returns the timings and the stages in table order (label, what it covers)."""
     import fraud.features as features
     import fraud.predictions.sqlite as plog
-    import serving.routes.predict as route
     import serving.predictor as predictor
+    import serving.routes.predict as route
 
     timings: dict[str, list[float]] = defaultdict(list)
     stages = [
