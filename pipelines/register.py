@@ -261,6 +261,14 @@ def register_model(
             feature_history=feature_history,
             evaluation_files=[Path(p) for p in artifacts.values()],
         )
+        registry.log_reference(
+            registry.reference_frame(
+                test_features,
+                candidate_scores,
+                features=features,
+                threshold=float(train_info["threshold"]),
+            )
+        )
         tags = registry.version_tags(
             git_commit=lineage.git_commit,
             data_md5=lineage.data_md5,

@@ -39,4 +39,11 @@ FEATURE_HISTORY_FILE = "history.parquet"  # recent raw history seeding the onlin
 ARTIFACT_FEATURE_STATE = f"{FEATURE_STATE_DIR}/{FEATURE_HISTORY_FILE}"
 
 EVALUATION_DIR = "evaluation"  # metrics and pictures of the test window
+
+MONITORING_DIR = "monitoring"
+#: The data monitoring compares production with: the test window's rows, with the model's
+#: out-of-sample scores and the labels, in the prediction-log reader's layout
+#: (`fraud.registry.reference`).
+REFERENCE_FILE = "reference.parquet"
+ARTIFACT_REFERENCE = f"{MONITORING_DIR}/{REFERENCE_FILE}"
 ARTIFACT_MODEL_CARD = "model_card.md"  # at the root of the run's artifacts

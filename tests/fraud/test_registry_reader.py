@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +23,9 @@ from mlflow import MlflowClient
 
 from fraud import registry, schema
 from fraud.features import FeatureConfig
+from tests.fraud.conftest import tracking_uri
 
 MODEL = registry.DEFAULT_MODEL_NAME
-
-
-@contextmanager
-def tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's global URI and MLFLOW_TRACKING_URI (which setting the URI also writes) at
-    `uri`, both restored afterwards."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        with tracking_utils._use_tracking_uri(uri):
-            yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-
-
-@pytest.fixture
-def pipeline_store(pipeline_repo) -> Iterator[str]:
-    with tracking_uri(pipeline_repo.tracking_uri):
-        yield pipeline_repo.tracking_uri
 
 
 @pytest.fixture
