@@ -9,8 +9,8 @@ import pandas as pd
 
 from fraud.features import FeatureConfig, compute_features
 from fraud.schema import ContractLimits
+from fraud.validation import to_contract_frame
 from pipelines.artifacts import write_parquet
-from pipelines.validate import to_contract_frame
 
 
 @dataclass(frozen=True)

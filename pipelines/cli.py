@@ -95,8 +95,8 @@ def ingest(params: ParamsOpt = Path("params.yaml")) -> None:
 @_domain_errors
 def validate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Check data/raw against the data contract; a violation names column, rule and rows."""
+    from fraud.validation import ContractViolationError
     from pipelines.stages import stage_validate
-    from pipelines.validate import ContractViolationError
 
     t0 = time.perf_counter()
     layout = Layout()

@@ -9,6 +9,7 @@ import pandas as pd
 
 from fraud import schema
 from fraud.simulator import SimulatorConfig, simulate
+from fraud.transactions_file import TransactionsFileError, read_transactions_file
 from pipelines.artifacts import write_parquet
 from pipelines.errors import IngestError
 
@@ -25,29 +26,11 @@ class IngestResult:
 
 
 def load_transactions_file(path: str | Path, setting: str = "ingest.path") -> pd.DataFrame:
-    """Read a CSV or Parquet file as it is: types are checked by the validate step, which can
-    then name the rows whose values do not parse. Errors name `setting`, where the path came
-    from (a params.yaml key or a command-line flag)."""
-    p = Path(path)
-    if not p.exists():
-        raise IngestError(f"{setting}: {p} does not exist")
-    suffix = p.suffix.lower()
+    """`fraud.transactions_file.read_transactions_file`, its errors as the pipeline's."""
     try:
-        if suffix in {".parquet", ".pq"}:
-            df = pd.read_parquet(p)
-        elif suffix in {".csv", ".gz", ".txt"}:
-            df = pd.read_csv(p, dtype={schema.TX_DATETIME: "string"}, low_memory=False)
-        else:
-            raise IngestError(f"{setting}: {p} must be a .csv or .parquet file, not {suffix!r}")
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        if isinstance(e, IngestError):
-            raise
-        raise IngestError(f"{setting}: cannot read {p}: {e}") from e
-    # Mixed-type object columns cannot go to Parquet as they are: keep them as text.
-    for col in df.columns:
-        if df[col].dtype == object:
-            df[col] = df[col].astype("string")
-    return df
+        return read_transactions_file(path, setting)
+    except TransactionsFileError as e:
+        raise IngestError(str(e)) from e
 
 
 def ingest(

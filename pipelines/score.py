@@ -24,13 +24,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fraud import registry, schema
 from fraud.features import compute_features
+from fraud.validation import ContractViolationError, to_contract_frame
 from pipelines.artifacts import atomic_path
 from pipelines.errors import IngestError
 from pipelines.evaluate import score_frame
 from pipelines.ingest import load_transactions_file
 from pipelines.params import Params
 from pipelines.register import tracking_uri
-from pipelines.validate import ContractViolationError, to_contract_frame
 
 CHUNK_ROWS = 200_000
 OUTPUT_SUFFIXES = (".csv", ".parquet")

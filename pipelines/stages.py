@@ -20,9 +20,9 @@ from pipelines.params import Params
 # Each stage imports its own steps, so `fraud ingest` loads neither XGBoost nor MLflow and the
 # code a stage runs (its dvc.yaml deps) is only what that stage needs.
 if TYPE_CHECKING:
+    from fraud.validation import ValidationReport
     from pipelines.ingest import IngestResult
     from pipelines.register import Decision, RegistrationResult
-    from pipelines.validate import ValidationReport
 
 log = logging.getLogger("pipelines")
 
@@ -38,7 +38,7 @@ def stage_validate(
 ) -> ValidationReport:
     """Check the raw data; raises ContractViolationError (the report is written either way,
     beside the previous one, as `validation.failed.json`)."""
-    from pipelines.validate import ContractViolationError, validate_transactions
+    from fraud.validation import ContractViolationError, validate_transactions
 
     frame = raw if raw is not None else pd.read_parquet(layout.raw)
     report = validate_transactions(frame, params.validate_.limits())

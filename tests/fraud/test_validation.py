@@ -13,7 +13,7 @@ import pytest
 from fraud import schema
 from fraud.schema import ContractLimits
 from fraud.simulator import SimulatorConfig, simulate
-from pipelines.validate import (
+from fraud.validation import (
     ContractViolationError,
     ValidationReport,
     Violation,

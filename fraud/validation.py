@@ -1,8 +1,10 @@
-"""Validate step: check raw transactions against the data contract (fraud/schema.py).
+"""The data contract's validator: check raw transactions against `fraud/schema.py`.
 
 Every rule is a vectorised check that yields the offending rows; a violation names the column,
-the rule, how many rows break it and a few example rows, so that the fix is obvious. Any
-violation stops the pipeline (the CLI exits non-zero) and nothing downstream is overwritten.
+the rule, how many rows break it and a few example rows, so that the fix is obvious. The
+pipeline's validate stage, batch scoring and monitoring's file mode all check data with it; in
+the pipeline any violation stops the run (the CLI exits non-zero) and nothing downstream is
+overwritten.
 """
 
 from __future__ import annotations
