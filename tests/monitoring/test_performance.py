@@ -217,3 +217,14 @@ def test_as_of_accepts_an_aware_time_as_utc() -> None:
     assert len(cohort_performance(frame, aware, CFG)) == 1
     with pytest.raises(ValueError, match="as_of"):
         cohort_performance(frame, "not a time", CFG)
+
+
+def test_reference_from_a_frame_is_measured_like_a_cohort() -> None:
+    frame = log_frame(days=2, seed=7)
+    ref = ReferencePerformance.from_frame(frame, "test week", CFG)
+    y = frame[LABEL].fillna(0).to_numpy(dtype=int)
+    assert ref.average_precision == pytest.approx(
+        metrics.average_precision(y, frame[SCORE].to_numpy())
+    )
+    with pytest.raises(ValueError, match="min_frauds"):
+        ReferencePerformance.from_frame(frame.head(10), "tiny", CFG)
