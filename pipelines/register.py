@@ -204,9 +204,11 @@ def register_model(
     lineage: Lineage,
     artifacts: dict[str, Path],
     feature_history: pd.DataFrame,
+    reference: pd.DataFrame,
     model_card: Any,
 ) -> RegistrationResult:
-    """Log, register and gate one model. `model_card(decision, version) -> str` renders the card."""
+    """Log, register and gate one model. `model_card(decision, version) -> str` renders the card;
+    `reference` (`fraud.registry.reference_frame`) is published for monitoring."""
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     experiment_id = ensure_experiment()
@@ -261,14 +263,7 @@ def register_model(
             feature_history=feature_history,
             evaluation_files=[Path(p) for p in artifacts.values()],
         )
-        registry.log_reference(
-            registry.reference_frame(
-                test_features,
-                candidate_scores,
-                features=features,
-                threshold=float(train_info["threshold"]),
-            )
-        )
+        registry.log_reference(reference)
         tags = registry.version_tags(
             git_commit=lineage.git_commit,
             data_md5=lineage.data_md5,

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from fraud import schema
@@ -129,7 +130,7 @@ def feature_history(frame: pd.DataFrame, lookback_days: int, delay_days: int) ->
 
 
 def stage_register(params: Params, layout: Layout) -> RegistrationResult:
-    from fraud.registry import load_booster
+    from fraud.registry import load_booster, reference_frame
     from pipelines.model_card import render_model_card
     from pipelines.register import Lineage, file_md5, git_commit, params_sha256, register_model
 
@@ -140,6 +141,19 @@ def stage_register(params: Params, layout: Layout) -> RegistrationResult:
     scores = pd.read_parquet(layout.test_scores)
     test = frame.set_index(schema.TRANSACTION_ID).loc[scores[schema.TRANSACTION_ID]].reset_index()
     booster = load_booster(layout.model)
+    # Monitoring's reference: every transaction of the test window (production scores every
+    # card; the gate's rows leave out the cards already known to be compromised).
+    split = params.split.split()
+    times = frame[schema.TX_DATETIME]
+    window_rows = frame[
+        (times >= pd.Timestamp(split.test_start)) & (times < pd.Timestamp(split.test_end))
+    ].reset_index(drop=True)
+    reference = reference_frame(
+        window_rows,
+        booster.inplace_predict(window_rows[info["features"]].to_numpy(np.float32)),
+        features=info["features"],
+        threshold=float(info["threshold"]),
+    )
     raw_dump = params.model_dump(mode="json", by_alias=True)
     lineage = Lineage(
         git_commit=git_commit(layout.root),
@@ -177,6 +191,7 @@ def stage_register(params: Params, layout: Layout) -> RegistrationResult:
         feature_history=feature_history(
             frame, params.features.lookback_days, params.features.delay_days
         ),
+        reference=reference,
         model_card=card,
     )
     artifacts.write_json(

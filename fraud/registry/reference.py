@@ -4,7 +4,11 @@ Monitoring compares production windows with what the model was shown to do well 
 the model's test window, not its training rows: its scores are out of sample, as production's
 are (in-sample scores are over-confident, the more so the deeper the trees; the default model's
 happen to be close: alert rate 1.06% on its training rows, 1.09% on its test week), and its
-labels give the reference performance (the same rows as the version's reported metrics). Each row is one transaction in the layout the prediction-log reader returns
+labels give the reference performance. All of the window's transactions, as production scores
+them: the version's reported metrics leave out the cards already known to be compromised (the
+handbook's protocol), which makes its test AP 0.732 where all rows give 0.793, so monitoring
+measures the reference's performance on this frame, never from the reported metrics. Each row
+is one transaction in the layout the prediction-log reader returns
 (`fraud.predictions.WINDOW_COLUMNS` that a training row can have, then one float column per
 model feature), so a production window and the reference are compared column by column.
 """

@@ -5,6 +5,8 @@ Read back from the real MLflow store the tiny pipeline's `dvc repro` wrote."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,13 +21,24 @@ def test_champion_reference_is_its_test_window_with_its_scores_labels_and_featur
     pipeline_store,
 ):
     version, ref = registry.read_reference(registry.DEFAULT_MODEL_NAME)
-    scores = pd.read_parquet(pipeline_repo.path / "reports/test_scores.parquet")
+    window = json.loads((pipeline_repo.path / "reports/metrics.json").read_text())["window"]
+    start, end = (pd.Timestamp(t) for t in window["test"].split(".."))
+    features = pd.read_parquet(pipeline_repo.path / "data/features/transactions.parquet")
+    rows = features[
+        (features[schema.TX_DATETIME] >= start)
+        & (features[schema.TX_DATETIME] < end + pd.Timedelta(days=1))
+    ]
+    booster = registry.load_booster(pipeline_repo.path / "models/model.ubj")
+    scores = booster.inplace_predict(rows[version.features].to_numpy(np.float32))
+    gate_rows = pd.read_parquet(pipeline_repo.path / "reports/test_scores.parquet")
 
     assert version.alias == registry.ALIAS_CHAMPION
     assert list(ref.columns) == [*REFERENCE_LOG_COLUMNS, *sorted(version.features)]
-    assert ref["transaction_id"].tolist() == scores[schema.TRANSACTION_ID].tolist()
-    np.testing.assert_allclose(ref["score"], scores["score"], rtol=1e-6)
-    assert ref["is_fraud"].tolist() == scores[schema.TX_FRAUD].astype(int).tolist()
+    # Every transaction of the test window, also the cards the gate's rows leave out.
+    assert ref["transaction_id"].tolist() == rows[schema.TRANSACTION_ID].tolist()
+    assert len(ref) > len(gate_rows)
+    np.testing.assert_allclose(ref["score"], scores, rtol=1e-6)
+    assert ref["is_fraud"].tolist() == rows[schema.TX_FRAUD].astype(int).tolist()
     assert (ref["is_alert"] == (ref["score"] >= version.threshold)).all()
     # The same column names and dtypes as a production window from the prediction log.
     for column, dtype in REFERENCE_LOG_COLUMNS.items():
