@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.json
 
 from fraud.predictions import postgres, sqlite
-from fraud.predictions.contract import PREDICTION_COLUMNS, PredictionLogError
+from fraud.predictions.contract import PREDICTION_COLUMNS, PREDICTIONS_TABLE, PredictionLogError
 
 #: The frame's columns before the features (one float column per feature name follows, in
 #: name order: PostgreSQL's JSONB does not keep the order the service logged them in).
@@ -130,6 +130,20 @@ class PredictionLogReader:
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return _window_frame(rows)
+
+    def time_range(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """The first and last transaction times in the log (None when it is empty): where a
+        monitoring job that was given no window finds the latest day (uses the tx_datetime
+        index in both backends)."""
+        sql = f"SELECT MIN(tx_datetime), MAX(tx_datetime) FROM {PREDICTIONS_TABLE}"
+        with self._lock:
+            first, last = self._conn.execute(sql).fetchone()
+        if first is None:
+            return None
+        return (
+            pd.Timestamp(first).to_pydatetime(),
+            pd.Timestamp(last).to_pydatetime(),
+        )
 
     def close(self) -> None:
         """Close the connection."""

@@ -248,3 +248,23 @@ def test_the_window_query_uses_the_indexes_on_time_and_on_the_labels_transaction
     assert "feedback_tx" in plan
     assert "Seq Scan" not in plan  # PostgreSQL
     assert not any(step.startswith("SCAN") for step in plan.splitlines())  # SQLite
+
+
+def test_time_range_is_the_first_and_last_transaction_time_or_none_when_empty(tmp_path):
+    from fraud.predictions import PredictionLogReader, PredictionRow, open_prediction_log
+
+    path = tmp_path / "log.sqlite"
+    log = open_prediction_log(path)
+    with PredictionLogReader(path) as reader:
+        assert reader.time_range() is None
+    times = ["2018-10-02T10:00:00", "2018-10-01T09:30:00", "2018-10-03T23:59:59"]
+    log.log_predictions(
+        [
+            PredictionRow(i, t, 1, 2, 5.0, {"TX_AMOUNT": 5.0}, 0.1, 0, 0.5, "m", "1", t)
+            for i, t in enumerate(times)
+        ]
+    )
+    log.close()
+    with PredictionLogReader(path) as reader:
+        first, last = reader.time_range() or (None, None)
+    assert (first, last) == (dt.datetime(2018, 10, 1, 9, 30), dt.datetime(2018, 10, 3, 23, 59, 59))
