@@ -100,6 +100,8 @@ class DriftConfig(BaseModel):
     alert_rate: AlertRateRule = AlertRateRule()
     #: A column with at most this many distinct reference values is compared by value.
     max_categories: int = Field(10, ge=2)
+    #: Model features that are the raw amount under another name: compared with `amount`'s rule.
+    amount_features: list[str] = Field(default_factory=lambda: ["TX_AMOUNT"])
     #: Features that a window's dates fix (a weekday's batch has no weekend rows): not checked.
     calendar_columns: list[str] = Field(default_factory=lambda: ["TX_DURING_WEEKEND"])
     #: Rules for named columns (a feature, `amount` or `score`), replacing their group's rule.
@@ -181,7 +183,11 @@ def fit_reference(reference: pd.DataFrame, cfg: DriftConfig) -> DriftReference:
                 f"DriftConfig.{what} names column(s) the reference does not have: {unknown}"
             )
     calendar = [c for c in features if c in cfg.calendar_columns]
-    columns = [_fit_column(reference, f, "feature", cfg) for f in features if f not in calendar]
+    columns = [
+        _fit_column(reference, f, "amount" if f in cfg.amount_features else "feature", cfg)
+        for f in features
+        if f not in calendar
+    ]
     columns.append(_fit_column(reference, AMOUNT, "amount", cfg))
     score = _fit_column(reference, SCORE, "score", cfg) if SCORE in reference.columns else None
     alert = None
@@ -358,18 +364,15 @@ def _column_check(
         detail["bins"] = len(col.edges) + 1
     ref_shares = binning.shares(np.asarray(col.counts, dtype=float))
     cur_shares = binning.shares(counts)
-    stat = (
-        binning.psi(ref_shares, cur_shares)
-        if rule.method == "psi"
-        else binning.jensenshannon(ref_shares, cur_shares)
-    )
-    return Check(
-        **base,
-        statistic=stat,
-        threshold=rule.threshold,
-        fired=stat >= rule.threshold,
-        detail=detail,
-    )
+    floor = binning.noise_floor(len(col.counts), col.n, int(valid.size), rule.noise_alpha)
+    if rule.method == "psi":
+        stat = binning.psi(ref_shares, cur_shares)
+    else:
+        stat = binning.jensenshannon(ref_shares, cur_shares)
+        floor = binning.js_from_psi(floor)
+    detail["noise_floor"] = floor
+    fired = stat >= rule.threshold and stat >= floor
+    return Check(**base, statistic=stat, threshold=rule.threshold, fired=fired, detail=detail)
 
 
 def _rounded(values: np.ndarray) -> list[float]:
