@@ -15,10 +15,12 @@ n_days, regime)` can:
   together have unique ids;
 * **its own random stream**, seeded from the base's seed, `start_day` and the optional `seed`:
   the same call gives the same frame, another start or seed another one;
-* **the base's fraud scenarios at steady state**: compromise windows that opened in the days
-  before `start_day` are drawn too, so the fraud rate does not restart from zero the way it
-  does in the first weeks of `simulate`. (They are drawn afresh, not the base's own windows:
-  the continuation is statistically continuous with the base, not row by row.)
+* **the base's fraud scenarios at steady state**: compromise windows that opened before
+  `start_day` reach into the period, so the fraud rate does not restart from zero the way it
+  does in the first weeks of `simulate`. The compromised terminals of windows that started on
+  the base's days are the base's own (replayed from its stream: its choices do not depend on
+  the transactions), so terminal-risk features computed over base + continuation go on without
+  a break; compromised customers are drawn afresh (no feature reads customers' labels).
 * **a drift regime** (`fraud.regimes.Regime`) from its onset day.
 
 Common random numbers: the genuine draws, each fraud scenario and the regime's moves use
@@ -79,9 +81,10 @@ def simulate_continuation(
         raise ValueError(f"n_days must be >= 1, got {n_days}")
     if first_transaction_id is not None and first_transaction_id < 0:
         raise ValueError(f"first_transaction_id must be >= 0, got {first_transaction_id}")
-    pop, base_count = _base_population(base.model_dump_json())
+    state = _base_state(base.model_dump_json())
+    pop = state.population
     if first_transaction_id is None:
-        first_transaction_id = base.first_transaction_id + base_count
+        first_transaction_id = base.first_transaction_id + state.n_transactions
 
     entropy = [base.seed] if seed is None else [base.seed, seed]
     period = np.random.SeedSequence(entropy, spawn_key=(_PERIOD_STREAMS, start_day))
@@ -135,6 +138,7 @@ def simulate_continuation(
         terminal,
         amount,
         n_terminals=pop.terminal_xy.shape[0],
+        base_compromised_terminals=state.compromised_terminals,
         rngs=(terminals_rng, customers_rng, mimicry_rng),
     )
     out = tx.drop(columns=["TX_TIME_DAYS"])
@@ -148,30 +152,60 @@ def simulate_continuation(
 
 def base_transaction_count(base: SimulatorConfig) -> int:
     """len(simulate(base)), without simulating the base's transactions (cached per config)."""
-    return _base_population(base.model_dump_json())[1]
+    return _base_state(base.model_dump_json()).n_transactions
 
 
 def base_population(base: SimulatorConfig) -> Population:
     """The customer and terminal profiles of `simulate(base)` (cached per config; do not
     modify the arrays)."""
-    return _base_population(base.model_dump_json())[0]
+    return _base_state(base.model_dump_json()).population
+
+
+@dataclasses.dataclass(frozen=True)
+class _BaseState:
+    """What a continuation takes from `simulate(base)`."""
+
+    population: Population
+    n_transactions: int
+    #: The terminals simulate(base) compromises on each of its days (scenario 2), one row a day.
+    compromised_terminals: np.ndarray
 
 
 @functools.lru_cache(maxsize=4)
-def _base_population(base_json: str) -> tuple[Population, int]:
+def _base_state(base_json: str) -> _BaseState:
     base = SimulatorConfig.model_validate_json(base_json)
     rng = np.random.default_rng(base.seed)
     pop = generate_population(base, rng)
     if base.new_terminals.count:
-        # Transactions at terminals not open yet are dropped: only the whole draw tells how many.
-        return pop, len(_draw_genuine(base, pop, rng))
-    # simulate's stream after the profiles, up to what fixes the count: the daily counts, then
-    # the times of day (transactions outside the day are dropped). test_simulator_continuation
-    # checks this against len(simulate(cfg)).
+        # Transactions at terminals not open yet are dropped and re-drawn: only the whole draw
+        # tells how many remain and where the stream stands after it.
+        n_transactions = len(_draw_genuine(base, pop, rng))
+    else:
+        n_transactions = _replay_genuine_draws(base, pop, rng)
+    # simulate's scenario 2 draws next, and its choices do not depend on the transactions.
+    s2 = base.scenarios.compromised_terminals
+    n_t = pop.terminal_xy.shape[0]
+    per_day = min(s2.per_day, n_t) if s2.enabled else 0
+    chosen = np.zeros((base.n_days, per_day), dtype=np.int64)
+    if per_day:
+        for day in range(base.n_days):
+            chosen[day] = rng.choice(n_t, size=per_day, replace=False)
+    return _BaseState(pop, n_transactions, chosen)
+
+
+def _replay_genuine_draws(base: SimulatorConfig, pop: Population, rng: np.random.Generator) -> int:
+    """Advance `rng` through simulate's genuine draws (simulator._draw_genuine, for a base without
+    new terminals) without building the frame; returns the number of transactions it keeps.
+    test_simulator_continuation checks both against simulate(cfg)."""
     counts = rng.poisson(pop.customer_mean_nb_tx[:, None], size=(base.n_customers, base.n_days))
     counts[np.diff(pop.available_offsets) == 0, :] = 0
-    seconds = np.rint(rng.normal(SECONDS_PER_DAY / 2, 20_000, size=int(counts.sum())))
-    return pop, int(((seconds > 0) & (seconds < SECONDS_PER_DAY)).sum())
+    cust = np.repeat(np.arange(base.n_customers), counts.sum(axis=1))
+    seconds = np.rint(rng.normal(SECONDS_PER_DAY / 2, 20_000, size=cust.size))
+    amount = rng.normal(pop.customer_mean_amount[cust], pop.customer_std_amount[cust])
+    negative = amount < 0
+    rng.uniform(0, pop.customer_mean_amount[cust[negative]] * 2)
+    rng.random(cust.size)  # the terminal picks
+    return int(((seconds > 0) & (seconds < SECONDS_PER_DAY)).sum())
 
 
 def _new_terminals_by_customer(
@@ -202,6 +236,11 @@ def _start_days(start_day: int, days: int, n_days: int) -> np.ndarray:
     return start_day + np.arange(1 - days, n_days)
 
 
+def _counts(start_days: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """`_daily_counts` of the rates per start day; none before the base's day 0."""
+    return _daily_counts(np.where(start_days >= 0, rates, 0.0))
+
+
 def _windows(
     counts: np.ndarray,
     population: np.ndarray,
@@ -209,14 +248,17 @@ def _windows(
     last_day: int,
     bounds: np.ndarray,
     rng: np.random.Generator,
+    given: list[np.ndarray | None] | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """For each start day of `_start_days` (`counts` and `population` are per start day), the
     compromised units and the row range [lo, hi) of the window [start, start + days), cut at
-    last_day (exclusive, relative to the period) and to the period."""
+    last_day (exclusive, relative to the period) and to the period. `given[i]`, where not None,
+    are start day i's units, drawn by the base."""
     n_days = len(bounds) - 1
     for i, (k, n) in enumerate(zip(counts, population, strict=True)):
         start = 1 - days + i
-        chosen = rng.choice(n, size=min(int(k), int(n)), replace=False)
+        known = None if given is None else given[i]
+        chosen = rng.choice(n, size=min(int(k), int(n)), replace=False) if known is None else known
         lo = bounds[min(max(start, 0), n_days)]
         hi = bounds[min(max(min(start + days, last_day), 0), n_days)]
         yield lo, hi, chosen
@@ -256,10 +298,14 @@ def _inject_frauds(
     amount: np.ndarray,
     *,
     n_terminals: int,
+    base_compromised_terminals: np.ndarray,
     rngs: tuple[np.random.Generator, np.random.Generator, np.random.Generator],
 ) -> tuple[np.ndarray, np.ndarray]:
     """The base's scenarios 1-3 under the regime, and the regime's mimicking frauds (scenario
-    4); multiplies compromised customers' amounts in place. Returns TX_FRAUD, TX_FRAUD_SCENARIO."""
+    4); multiplies compromised customers' amounts in place. Returns TX_FRAUD, TX_FRAUD_SCENARIO.
+
+    Compromised-terminal windows that started on the base's days are the base's own (its
+    terminal-risk history goes on); the other windows, customers' included, are drawn here."""
     terminals_rng, customers_rng, mimicry_rng = rngs
     fraud = np.zeros(len(day), dtype=np.int8)
     scenario = np.zeros(len(day), dtype=np.int8)
@@ -289,9 +335,16 @@ def _inject_frauds(
         if r.stop_compromised_terminals:
             rates = rates * (1.0 - level(starts))
             last_day = min(n_days, r.full_day - start_day)
-        counts = _daily_counts(rates)
+        base_days = len(base_compromised_terminals)
+        given = [base_compromised_terminals[d] if 0 <= d < base_days else None for d in starts]
         for lo, hi, chosen in _windows(
-            counts, n_terminals + new, s2.days, last_day, bounds, terminals_rng
+            _counts(starts, rates),
+            n_terminals + new,
+            s2.days,
+            last_day,
+            bounds,
+            terminals_rng,
+            given,
         ):
             hit = lo + np.flatnonzero(np.isin(terminal[lo:hi], chosen))
             fraud[hit], scenario[hit] = 1, 2
@@ -299,7 +352,7 @@ def _inject_frauds(
     s3 = sc.compromised_customers
     if s3.enabled and s3.per_day:
         starts = _start_days(start_day, s3.days, n_days)
-        counts = _daily_counts(s3.per_day * rate_scale(starts))
+        counts = _counts(starts, s3.per_day * rate_scale(starts))
         for hit in _customer_frauds(
             counts, s3.days, s3.fraction, customer, base.n_customers, bounds, customers_rng
         ):
@@ -309,7 +362,7 @@ def _inject_frauds(
     m = r.mimicry
     if m.per_day:
         starts = _start_days(start_day, m.days, n_days)
-        counts = _daily_counts(m.per_day * level(starts) * rate_scale(starts))
+        counts = _counts(starts, m.per_day * level(starts) * rate_scale(starts))
         for hit in _customer_frauds(
             counts, m.days, m.fraction, customer, base.n_customers, bounds, mimicry_rng, fraud
         ):
