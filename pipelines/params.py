@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -123,6 +123,9 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
+    #: Monitoring's own section, validated by `monitoring.config`; kept out of the params dump
+    #: (and so out of a model's params hash): it does not change what is trained.
+    monitor: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraud import registry
+from fraud.predictions import DEFAULT_PREDICTION_LOG
 
 
 class ServingSettings(BaseSettings):
@@ -28,7 +29,7 @@ class ServingSettings(BaseSettings):
     model_cache_dir: Path = Path(".cache/serving/model")
     #: Append-only prediction log: a SQLite file path (WAL mode, the embedded default) or a
     #: PostgreSQL URL (`postgresql://user@host:5432/db`) for several replicas.
-    prediction_log: str = ".cache/serving/predictions.sqlite"
+    prediction_log: str = DEFAULT_PREDICTION_LOG
     #: Online feature state: `memory` (in the process, the embedded default; one worker) or a
     #: Redis URL (`redis://host:6379/0`) shared by every worker and replica.
     feature_store: str = "memory"

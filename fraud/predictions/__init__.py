@@ -6,6 +6,7 @@ SQLite file in WAL mode (the embedded default) or a PostgreSQL database.
 """
 
 from fraud.predictions.contract import (
+    DEFAULT_PREDICTION_LOG,
     FEEDBACK_COLUMNS,
     FEEDBACK_TABLE,
     PREDICTION_COLUMNS,
@@ -18,6 +19,7 @@ from fraud.predictions.rows import FeedbackRow, PredictionRow
 from fraud.predictions.writer import PredictionLogWriter, open_prediction_log
 
 __all__ = [
+    "DEFAULT_PREDICTION_LOG",
     "FEEDBACK_COLUMNS",
     "FEEDBACK_TABLE",
     "PREDICTIONS_TABLE",

@@ -6,6 +6,10 @@ text order is their time order in both backends.
 
 from __future__ import annotations
 
+#: Where the API writes the log and monitoring reads it when FRAUD_PREDICTION_LOG is not set
+#: (a SQLite file relative to the working directory; a postgresql:// URL selects PostgreSQL).
+DEFAULT_PREDICTION_LOG = ".cache/serving/predictions.sqlite"
+
 PREDICTIONS_TABLE = "predictions"
 FEEDBACK_TABLE = "feedback"
 

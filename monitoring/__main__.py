@@ -1,0 +1,5 @@
+"""`python -m monitoring`: see monitoring/cli.py."""
+
+from monitoring.cli import main
+
+main()

@@ -1,0 +1,285 @@
+"""One monitoring run: a window of production (the prediction log, or a file) against the
+monitored model's reference, every check, the verdict, the Evidently report and dashboard, and
+the retraining decision.
+
+The steps are the modules' (drift, performance, estimate, policy, report, dashboard); this
+module only wires them and decides where files go:
+
+    reports/monitoring/<window>/verdict.json   every check, drift_detected, retrain_triggered
+    reports/monitoring/<window>/report.html    the Evidently report of the window
+    reports/monitoring/latest.json             a copy of the last verdict
+    reports/monitoring/policy_state.json       what the retraining policy remembers
+    reports/monitoring/workspace/              the Evidently workspace (`make dashboards`)
+
+A run writes the verdict last, atomically: a run that fails leaves the previous files intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from fraud.predictions import DEFAULT_PREDICTION_LOG, PredictionLogReader
+from fraud.registry import load_version, read_reference
+from monitoring import frames
+from monitoring.checks import Check
+from monitoring.config import MonitorConfig
+from monitoring.drift import detect_drift, drift_detected, fit_reference, top_features
+from monitoring.estimate import calibration_check, estimate_checks, estimate_cohorts
+from monitoring.performance import (
+    ReferencePerformance,
+    cohort_performance,
+    matured_frauds,
+    performance_checks,
+    pooled_performance,
+)
+from monitoring.policy import PolicyState, decide
+from monitoring.sources import Window, file_window, log_window
+from monitoring.verdict import Verdict, describe_check, write_text_atomic
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+
+    from fraud.registry import RegisteredVersion
+
+log = logging.getLogger("monitoring")
+
+
+class MonitorError(RuntimeError):
+    """The run cannot be done as asked (empty log, no window, ...); the message says why."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    verdict: Verdict
+    verdict_path: Path
+    report_path: Path | None
+    notes: tuple[str, ...]
+
+
+def day_window(
+    target: str | Path, cfg: MonitorConfig, end: dt.datetime | None
+) -> tuple[dt.datetime, dt.datetime]:
+    """The window a log run checks: `cfg.window_days` ending at `end`, or, without `end`, the
+    days up to the end of the day of the log's latest transaction."""
+    if end is None:
+        with PredictionLogReader(target) as reader:
+            span = reader.time_range()
+        if span is None:
+            raise MonitorError(f"the prediction log {target} holds no predictions yet")
+        end = pd.Timestamp(span[1]).floor("D").to_pydatetime() + dt.timedelta(days=1)
+    return end - dt.timedelta(days=cfg.window_days), end
+
+
+def load_window(
+    cfg: MonitorConfig,
+    version: RegisteredVersion,
+    booster: xgb.Booster,
+    *,
+    input_path: Path | None,
+    prediction_log: str,
+    end: dt.datetime | None,
+    as_of: dt.datetime | None,
+) -> tuple[Window, pd.DataFrame]:
+    """(the window whose drift is checked, the longer frame the label checks read)."""
+    if input_path is not None:
+        import tempfile
+
+        from fraud.registry import FEATURE_HISTORY_FILE, download_version
+
+        with tempfile.TemporaryDirectory() as tmp:
+            download_version(version.name, version=version.version, dest=Path(tmp))
+            history = pd.read_parquet(Path(tmp) / FEATURE_HISTORY_FILE)
+        window = file_window(input_path, version, booster, history=history)
+        return window, window.frame
+    start, stop = day_window(prediction_log, cfg, end)
+    as_of = as_of or stop
+    window = log_window(prediction_log, start, stop, as_of)
+    # Labels mature later than the window: the label checks read the cohorts that matured by
+    # as_of (maturity_days plus the cohorts they pool) and the recent ones the estimate covers.
+    perf, est = cfg.performance, cfg.estimate
+    days_back = perf.maturity_days + perf.cohort_days * (perf.check_cohorts + est.recent_cohorts)
+    longer = log_window(prediction_log, stop - dt.timedelta(days=days_back), stop, as_of).frame
+    return window, longer
+
+
+def run_monitor(
+    cfg: MonitorConfig,
+    *,
+    input_path: Path | None = None,
+    prediction_log: str = DEFAULT_PREDICTION_LOG,
+    end: dt.datetime | None = None,
+    as_of: dt.datetime | None = None,
+    write_report: bool = True,
+) -> RunResult:
+    """Monitor one window and write its verdict (and report, and dashboard run)."""
+    version, reference = read_reference(cfg.model_name, alias=cfg.model_alias)
+    _, booster = load_version(cfg.model_name, version=version.version)
+    window, longer = load_window(
+        cfg,
+        version,
+        booster,
+        input_path=input_path,
+        prediction_log=prediction_log,
+        end=end,
+        as_of=as_of,
+    )
+    current, t = window.frame, window.as_of
+    notes = list(window.notes)
+    if current.empty:
+        notes.append(f"no transactions in {window.start} .. {window.end}: nothing to compare")
+    importance = booster.get_score(importance_type="gain")
+    gains = {k: float(v) for k, v in importance.items() if isinstance(v, int | float)}
+    important = top_features(gains, cfg.top_features)
+    drift_cfg = cfg.drift.model_copy(
+        update={"dataset": cfg.drift.dataset.model_copy(update={"important_columns": important})}
+    )
+
+    checks: list[Check] = []
+    drift_reasons: list[str] = []
+    drifted = False
+    if not current.empty:
+        checks += detect_drift(fit_reference(reference, drift_cfg), current, drift_cfg)
+        drifted, drift_reasons = drift_detected(checks, drift_cfg)
+    ref_perf = ReferencePerformance.from_frame(
+        reference, f"{version.label}'s test window, all transactions", cfg.performance
+    )
+    calibration = calibration_check(
+        reference[frames.SCORE],
+        reference[frames.LABEL].astype(float),
+        bins=cfg.estimate.calibration_bins,
+        max_relative_ece=cfg.estimate.max_relative_ece,
+    )
+    cohorts = cohort_performance(longer, t, cfg.performance)
+    estimates = estimate_cohorts(longer, t, cfg.performance, cfg.estimate)
+    label_checks = performance_checks(longer, t, ref_perf, cfg.performance)
+    label_checks += estimate_checks(longer, t, cfg.performance, cfg.estimate)
+    checks += label_checks
+    for c in label_checks:
+        if c.fired:
+            drifted = True
+            drift_reasons.append(describe_check(c))
+
+    out_dir = cfg.reports_dir / window_name(window)
+    state_path = cfg.reports_dir / "policy_state.json"
+    state = PolicyState.read(state_path)
+    decision = decide(
+        checks,
+        labelled_frauds=matured_frauds(cohorts),
+        last_trigger_at=state.last_trigger_at,
+        as_of=t,
+        policy=cfg.retrain,
+        streak=state.streak_before(t),
+    )
+    report_path = None
+    if write_report and not current.empty:
+        report_path = write_evidently(cfg, reference, current, important, window, longer)
+    verdict = Verdict.build(
+        window_start=window.start,
+        window_end=window.end,
+        as_of=t,
+        model_name=version.name,
+        model_version=version.version,
+        reference=f"{version.label}'s test window ({len(reference):,} transactions)",
+        checks=checks,
+        cohorts=cohorts,
+        estimates=estimates,
+        decision=decision,
+        calibration=calibration,
+        extra={
+            "source": window.source,
+            "transactions": len(current),
+            "notes": notes,
+            "important_features": important,
+            "report": str(report_path) if report_path else None,
+        },
+    )
+    verdict = dataclasses.replace(verdict, drift_detected=drifted, drift_reasons=drift_reasons)
+    verdict_path = out_dir / "verdict.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verdict.write(verdict_path)
+    write_text_atomic(cfg.reports_dir / "latest.json", verdict.to_json())
+    state.after(decision, t).write(state_path)
+    log.info("monitoring %s: drift %s, retrain %s", window_name(window), drifted, decision.trigger)
+    return RunResult(verdict, verdict_path, report_path, tuple(notes))
+
+
+def window_name(window: Window) -> str:
+    """The folder of a window's files: its first and last day."""
+    last = window.end - dt.timedelta(microseconds=1)
+    first, last_day = window.start.date(), last.date()
+    return str(first) if first == last_day else f"{first}_{last_day}"
+
+
+def write_evidently(
+    cfg: MonitorConfig,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    important: list[str],
+    window: Window,
+    longer: pd.DataFrame,
+) -> Path:
+    """The window's Evidently report (HTML) and its run in the dashboard's workspace."""
+    from monitoring.dashboard import add_snapshot, get_or_create_project, open_workspace
+    from monitoring.report import (
+        ESTIMATED_AVERAGE_PRECISION,
+        ESTIMATED_AVERAGE_PRECISION_LOWER,
+        ESTIMATED_AVERAGE_PRECISION_UPPER,
+        MATURED_AVERAGE_PRECISION,
+        MATURED_RECALL,
+        build_report,
+        save_html,
+    )
+
+    columns = evidently_columns(cfg, reference, current)
+    values: dict[str, float] = {}
+    pool = pooled_performance(longer, window.as_of, cfg.performance)
+    if pool is not None and pool.counted and pool.average_precision is not None:
+        values[MATURED_AVERAGE_PRECISION] = pool.average_precision
+        values[MATURED_RECALL] = float(pool.recall or 0.0)
+    recent = estimate_cohorts(longer, window.as_of, cfg.performance, cfg.estimate)
+    if recent:
+        last = recent[-1]
+        values[ESTIMATED_AVERAGE_PRECISION] = last.average_precision
+        values[ESTIMATED_AVERAGE_PRECISION_LOWER] = last.average_precision_low
+        values[ESTIMATED_AVERAGE_PRECISION_UPPER] = last.average_precision_high
+    snapshot = build_report(
+        reference,
+        current,
+        columns=columns,
+        timestamp=window.end,
+        performance=values,
+        metadata={"window": window_name(window), "source": window.source},
+    )
+    path = save_html(snapshot, cfg.reports_dir / window_name(window) / "report.html")
+    ws = open_workspace(cfg.workspace)
+    project = get_or_create_project(ws, cfg.project, top_features=important)
+    add_snapshot(ws, project, snapshot)
+    return path
+
+
+def evidently_columns(
+    cfg: MonitorConfig, reference: pd.DataFrame, current: pd.DataFrame
+) -> dict[str, tuple[str, float]]:
+    """Each checked column with the method and threshold its drift check uses (the report
+    shows the same test; Evidently bins continuous columns its own way, so its statistic can
+    differ from the verdict's, which decides)."""
+    out: dict[str, tuple[str, float]] = {}
+    skip = set(cfg.drift.calendar_columns)
+    for name in frames.feature_columns(reference):
+        if name in skip or name not in current:
+            continue
+        distinct = reference[name].nunique(dropna=True)
+        categorical = distinct <= cfg.drift.max_categories
+        rule = cfg.drift.rule_for(name, "feature", "categorical" if categorical else "continuous")
+        out[name] = (rule.method, rule.threshold)
+    for name, role in ((frames.AMOUNT, "amount"), (frames.SCORE, "score")):
+        rule = cfg.drift.rule_for(name, role, "continuous")  # type: ignore[arg-type]
+        out[name] = (rule.method, rule.threshold)
+    return out
