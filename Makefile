@@ -21,8 +21,10 @@ OUTPUT ?=
 MODEL ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+MONITOR_ARGS ?=
+DASHBOARD_PORT ?= 8085
 
-.PHONY: help setup system-deps run test test-fast lint format score serve flow mlflow-ui plots bench bench-serving bench-budget clean print-env
+.PHONY: help setup system-deps run test test-fast lint format score serve flow monitor dashboards mlflow-ui plots bench bench-serving bench-budget clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -71,6 +73,12 @@ serve: setup ## start the prediction API on http://$(HOST):$(PORT) (docs at /doc
 
 flow: setup ## run the Prefect training flow on the DVC-versioned data (temporary Prefect server unless PREFECT_API_URL is set)
 	fraud flow
+
+monitor: setup ## run the monitoring job once: the latest day of the prediction log, or INPUT=path (a file scored with @champion); MONITOR_ARGS=--help for options
+	python -m monitoring run $(if $(INPUT),--input "$(INPUT)",) $(MONITOR_ARGS)
+
+dashboards: setup ## the Evidently UI on the monitoring workspace: http://127.0.0.1:$(DASHBOARD_PORT)
+	python -m monitoring.ui --workspace reports/monitoring/workspace --port $(DASHBOARD_PORT)
 
 mlflow-ui: setup ## open the MLflow UI on http://127.0.0.1:5000
 	mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
