@@ -99,14 +99,15 @@ def run(
     from monitoring.verdict import render_summary
 
     target = prediction_log or os.environ.get("FRAUD_PREDICTION_LOG") or DEFAULT_PREDICTION_LOG
+    window_end, checked_as_of = _time(end, "--end"), _time(as_of, "--as-of")
     try:
         cfg = load_monitor_config(params)
         result = run_monitor(
             cfg,
             input_path=input_path,
             prediction_log=target,
-            end=_time(end, "--end"),
-            as_of=_time(as_of, "--as-of"),
+            end=window_end,
+            as_of=checked_as_of,
             write_report=report,
         )
     except (
@@ -130,6 +131,8 @@ def run(
 
 
 def main() -> None:  # pragma: no cover
+    # MLflow draws a progress bar per artifact download: noise in a job's log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     app()
 
 

@@ -119,6 +119,11 @@ def run_monitor(
     write_report: bool = True,
 ) -> RunResult:
     """Monitor one window and write its verdict (and report, and dashboard run)."""
+    # The inputs first, the registry after: a wrong path is said before any download.
+    if input_path is not None and not Path(input_path).exists():
+        raise MonitorError(f"--input: {input_path} does not exist")
+    if input_path is None:
+        day_window(prediction_log, cfg, end)
     version, reference = read_reference(cfg.model_name, alias=cfg.model_alias)
     _, booster = load_version(cfg.model_name, version=version.version)
     window, longer = load_window(

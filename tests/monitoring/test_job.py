@@ -1,0 +1,160 @@
+"""The monitoring job end to end (`monitoring/job.py`, `python -m monitoring run`): real model
+and reference from the tiny pipeline's MLflow store, real prediction log, real Evidently report
+and workspace. A window without drift gives a clean verdict; the same window with its amounts
+scaled is flagged and triggers retraining with reasons; a bad input is one line and exit 1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fraud import registry, schema
+from fraud.predictions import FeedbackRow, PredictionRow, open_prediction_log
+from monitoring import frames
+from monitoring.config import MonitorConfig
+from monitoring.job import run_monitor
+from monitoring.verdict import Verdict
+
+
+@pytest.fixture
+def store(pipeline_repo):
+    from tests.fraud.conftest import tracking_uri
+
+    with tracking_uri(pipeline_repo.tracking_uri):
+        yield pipeline_repo
+
+
+def later_rows(pipeline_repo) -> pd.DataFrame:
+    """The tiny data set, whole: its first 44 days are the features' history, the rest (from
+    mid-May, after the tiny champion's training window) is monitored."""
+    return pd.read_parquet(pipeline_repo.path / "data/raw/transactions.parquet")
+
+
+def config(tmp_path: Path, **kw) -> MonitorConfig:
+    base = {"reports_dir": tmp_path / "reports", "workspace": tmp_path / "workspace"}
+    return MonitorConfig.model_validate({**base, **kw})
+
+
+def test_a_file_without_drift_gets_a_clean_verdict_a_report_and_a_dashboard_run(
+    store, tmp_path: Path
+):
+    path = tmp_path / "later.parquet"
+    later_rows(store).to_parquet(path, index=False)
+    cfg = config(tmp_path, retrain={"min_labelled_frauds": 1})
+
+    result = run_monitor(cfg, input_path=path)
+
+    v = Verdict.read(result.verdict_path)
+    assert v == result.verdict
+    assert not v.drift_detected and not v.retrain_triggered, v.drift_reasons
+    assert v.model_name == registry.DEFAULT_MODEL_NAME and v.model_version == "1"
+    kinds = {c["kind"] for c in v.checks}
+    assert {"data", "prediction"} <= kinds
+    assert result.report_path is not None and result.report_path.stat().st_size > 100_000
+    assert json.loads((cfg.reports_dir / "latest.json").read_text())["as_of"] == v.as_of
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(cfg.workspace))
+    project = ws.search_project(cfg.project)[0]
+    assert len(ws.list_runs(project.id)) == 1
+
+
+def test_the_same_file_with_amounts_scaled_is_flagged_and_triggers_retraining_with_reasons(
+    store, tmp_path: Path
+):
+    rows = later_rows(store)
+    later = rows[schema.TX_DATETIME] >= pd.Timestamp("2018-05-20")
+    rows.loc[later, schema.TX_AMOUNT] *= 1.5
+    path = tmp_path / "drifted.parquet"
+    rows.to_parquet(path, index=False)
+    cfg = config(tmp_path, retrain={"min_labelled_frauds": 1})
+
+    v = run_monitor(cfg, input_path=path, write_report=False).verdict
+
+    assert v.drift_detected
+    fired = {c["name"] for c in v.checks if c["fired"]}
+    assert "drift:amount" in fired and "drift:score" in fired
+    assert any("amount" in r for r in v.drift_reasons)
+    assert v.retrain_triggered
+    assert any(r.startswith("retraining:") for r in v.retrain_reasons)
+    # The policy remembers the trigger: a second run at the same time is inside the cooldown.
+    again = run_monitor(cfg, input_path=path, write_report=False).verdict
+    assert not again.retrain_triggered
+    assert any("cooldown" in r for r in again.retrain_reasons)
+
+
+def test_a_log_run_checks_the_latest_day_with_the_labels_known_by_then(store, tmp_path: Path):
+    from monitoring.sources import file_window
+
+    version, booster = registry.load_version(registry.DEFAULT_MODEL_NAME)
+    path = tmp_path / "later.parquet"
+    later_rows(store).to_parquet(path, index=False)
+    scored = file_window(path, version, booster).frame
+    log_path = tmp_path / "predictions.sqlite"
+    log = open_prediction_log(log_path)
+    feats = frames.feature_columns(scored)
+    log.log_predictions(
+        [
+            PredictionRow(
+                int(r.transaction_id),
+                r.tx_datetime.isoformat(),
+                int(r.customer_id),
+                int(r.terminal_id),
+                float(r.amount),
+                {f: float(getattr(r, f)) for f in feats},
+                float(r.score),
+                int(r.is_alert),
+                float(r.threshold),
+                version.name,
+                version.version,
+                r.tx_datetime.isoformat(),
+            )
+            for r in scored.itertuples()
+        ]
+    )
+    frauds = scored[scored[frames.LABEL] == 1]
+    log.log_feedback(
+        [
+            FeedbackRow(int(t), 1, (d + dt.timedelta(days=2)).isoformat(), d.isoformat())
+            for t, d in zip(frauds[frames.TRANSACTION], frauds[frames.TIME], strict=True)
+        ]
+    )
+    log.close()
+
+    v = run_monitor(config(tmp_path), prediction_log=str(log_path), write_report=False).verdict
+
+    last_day = scored[frames.TIME].max().floor("D")
+    assert pd.Timestamp(v.window_start) == last_day
+    assert pd.Timestamp(v.window_end) == last_day + pd.Timedelta(days=1)
+    assert v.extra["transactions"] == int((scored[frames.TIME] >= last_day).sum())
+    assert v.cohorts, "cohorts older than the maturity are measured with their labels"
+    assert all(c["frauds"] > 0 for c in v.cohorts)
+
+
+def test_the_command_line_says_in_one_line_what_is_wrong_and_exits_1(store, tmp_path: Path):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "monitoring", "run", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+
+    missing = run("--prediction-log", str(tmp_path / "none.sqlite"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        f"error: no prediction log at {tmp_path / 'none.sqlite'}"
+    ]
+    (tmp_path / "params.yaml").write_text("monitor:\n  window_dayz: 2\n")
+    bad = run("--input", "x.csv")
+    assert bad.returncode == 1
+    assert "monitor.window_dayz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    wrong = run("--end", "yesterday")
+    assert wrong.returncode == 2 and "--end" in wrong.stderr
