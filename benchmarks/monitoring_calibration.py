@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Drift-detection calibration: false alarms on no-drift days, detection on shifted days, CPU.
 
-What it does (docs/monitoring-drift.md has the table this printed and what it means):
+What it does (docs/monitoring.md, "Drift detection" has the table this printed and what it means):
 
 1. Reference: the training window's rows (params.yaml `split`: 2018-07-04 .. 2018-07-31) of
    data/features/transactions.parquet, scored by the registered champion (`fraud.registry`,

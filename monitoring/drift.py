@@ -6,7 +6,7 @@ difference between one day and the reference month). The statistic is PSI (or, b
 Jensen-Shannon distance) on bins fixed once from the reference: continuous columns at the
 reference's deciles (`monitoring.binning`), low-cardinality ones by value. The alert rate is a
 ratio with a minimum effect that must also be significant. The thresholds are calibrated on the
-simulator's no-drift days (benchmarks/monitoring_calibration.py, docs/monitoring-drift.md).
+simulator's no-drift days (benchmarks/monitoring_calibration.py, docs/monitoring.md, "Drift detection").
 
     ref = fit_reference(reference_frame, cfg)        # once per model; ref.model_dump_json()
     checks = detect_drift(ref, window_frame, cfg)    # per batch: one Check per column
@@ -90,7 +90,7 @@ class DriftConfig(BaseModel):
     """Per-column methods and thresholds, per-column overrides, and the dataset-level rule."""
 
     model_config = ConfigDict(extra="forbid")
-    # Calibrated on the simulator's no-drift days (docs/monitoring-drift.md): the largest daily
+    # Calibrated on the simulator's no-drift days (docs/monitoring.md, "Drift detection"): the largest daily
     # PSI seen was 0.045 for a feature (terminal fraud ages), 0.002 for the amount, 0.003 for
     # the score; each threshold leaves a margin of 2x or more above that.
     continuous: ColumnRule = ColumnRule(method="psi", threshold=0.1, n_bins=10)

@@ -23,11 +23,12 @@ def imported_packages(path: Path) -> set[tuple[str, int]]:
     """(top-level project package, line) of every import in the file, also inside functions."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
+        else:
+            continue
         for name in names:
             top = name.split(".")[0]
             if top in PACKAGES:
