@@ -11,7 +11,10 @@ deterministic per seed and takes seconds. Its statistics follow the handbook's p
 not reproduce the handbook's exact rows (a different random stream).
 
 Everything is a parameter (`SimulatorConfig`), so that monitoring can simulate drifted regimes:
-scaled amounts or rates, a population of new terminals, and changed or new fraud scenarios.
+scaled amounts or rates, a population of new terminals, and changed or new fraud scenarios. To
+continue a simulated population into later days (the same customers and terminals, production
+after the training data) with a drift regime that starts on a known day, see
+`fraud/continuation.py` and `fraud/regimes.py`.
 """
 
 from __future__ import annotations
