@@ -232,3 +232,61 @@ def test_summary_line_says_drift_retraining_and_where_the_verdict_is():
     line = s.line()
     assert "1,234 tx, model v3" in line and "drift DETECTED (drift:amount" in line
     assert "retraining TRIGGERED" in line and line.endswith("verdict /r/verdict.json")
+
+
+# --- the daily deployment (monitoring/deploy.py) -------------------------------------------
+
+
+def test_the_daily_deployment_declares_its_cron_schedule_and_the_scheduled_window():
+    from monitoring.deploy import DEFAULT_CRON, monitoring_deployment
+
+    d = monitoring_deployment(prediction_log="postgresql://monitor@db/fraud")
+
+    assert d.name == "daily" and d.entrypoint == "monitoring.flows.monitoring"
+    from prefect.client.schemas.schedules import CronSchedule
+
+    [schedule] = d.schedules or []
+    assert isinstance(schedule.schedule, CronSchedule)
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == (DEFAULT_CRON, "UTC")
+    assert d.parameters == {
+        "params_path": "params.yaml",
+        "end": SCHEDULED,
+        "write_report": True,
+        "training_deployment": TRAINING_DEPLOYMENT,
+        "prediction_log": "postgresql://monitor@db/fraud",
+    }
+    # The server validates a run's parameters against the flow's signature.
+    assert set(d.parameters) <= set(d._parameter_openapi_schema.properties)
+
+
+def test_a_deployment_with_a_bad_cron_is_refused_naming_it():
+    from monitoring.deploy import monitoring_deployment
+
+    with pytest.raises(ValueError, match=r"^cron: 'every day' is not a valid cron"):
+        monitoring_deployment(cron="every day")
+
+
+def test_deploy_dry_run_prints_the_deployment_without_serving():
+    from typer.testing import CliRunner
+
+    from monitoring.deploy import app
+
+    out = CliRunner().invoke(app, ["--dry-run", "--name", "hourly", "--cron", "5 * * * *"])
+
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.stdout)
+    assert shown["deployment"] == "monitoring/hourly"
+    assert shown["schedules"] == [{"cron": "5 * * * *", "timezone": "UTC"}]
+
+
+def test_deploy_without_a_prefect_server_exits_1_saying_a_schedule_needs_one():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from monitoring.deploy import app
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        out = CliRunner().invoke(app, [])
+
+    assert out.exit_code == 1
+    assert out.stderr.startswith("error: PREFECT_API_URL is not set")

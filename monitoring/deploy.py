@@ -1,0 +1,171 @@
+"""`python -m monitoring.deploy`: serve the monitoring flow on a Prefect server, daily.
+
+The deployment and its schedule are declared here, in code: `monitoring/daily`, cron
+"15 0 * * *" in UTC, each run checking the day that ended at midnight (`end="scheduled"`) over
+the prediction log. This process is the worker: it polls the server and runs each scheduled
+(or manually triggered) flow run in a subprocess, until stopped (Ctrl-C). It needs a Prefect
+server (PREFECT_API_URL), which keeps the schedule; Prefect's temporary local server dies with
+the process that started it, so it cannot hold one.
+
+    prefect server start --host 127.0.0.1 --port 4200 &        # once, in its own terminal
+    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    python -m monitoring.deploy                                 # serve monitoring/daily
+    prefect deployment run monitoring/daily                     # a run now, besides the schedule
+    python -m monitoring.deploy --dry-run                       # show the deployment, serve nothing
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from monitoring.flows import SCHEDULED, TRAINING_DEPLOYMENT
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+DEFAULT_NAME = "daily"
+#: 00:15 UTC: the day's last transactions have been logged; the run checks that day.
+DEFAULT_CRON = "15 0 * * *"
+DEFAULT_TIMEZONE = "UTC"
+
+
+def monitoring_deployment(
+    *,
+    name: str = DEFAULT_NAME,
+    cron: str = DEFAULT_CRON,
+    timezone: str = DEFAULT_TIMEZONE,
+    params_path: str = "params.yaml",
+    prediction_log: str | None = None,
+    write_report: bool = True,
+    training_deployment: str = TRAINING_DEPLOYMENT,
+) -> RunnerDeployment:
+    """The monitoring flow's deployment with its cron schedule and parameters (not yet served).
+
+    The flow is referenced by module path (`monitoring.flows.monitoring`), so the served runs
+    find it from any working directory of an environment where the project is installed;
+    relative paths in the parameters (params.yaml, a SQLite log) are read from the serving
+    process's working directory. Raises ValueError naming `cron` when it is not a cron string.
+    """
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.flows import EntrypointType
+    from prefect.schedules import Cron
+
+    from monitoring.flows import monitoring
+
+    try:
+        schedule = Cron(cron, timezone=timezone)
+    except ValueError as e:
+        raise ValueError(f"cron: {cron!r} is not a valid cron schedule ({e})") from None
+    parameters: dict[str, Any] = {
+        "params_path": params_path,
+        "end": SCHEDULED,
+        "write_report": write_report,
+        "training_deployment": training_deployment,
+    }
+    if prediction_log is not None:
+        parameters["prediction_log"] = prediction_log
+    deployment = monitoring.to_deployment(
+        name=name,
+        schedule=schedule,
+        parameters=parameters,
+        description="Daily monitoring of the prediction log: drift, matured-label performance, "
+        "the label-free estimate, the verdict, and retraining through "
+        f"{training_deployment} when the policy triggers it.",
+        tags=["monitoring"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    # Called from sync code, to_deployment returns the deployment (not a coroutine).
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
+
+
+def describe(deployment: RunnerDeployment) -> dict[str, Any]:
+    """What the deployment runs, when and with which parameters (for --dry-run and logs)."""
+    return {
+        "deployment": f"monitoring/{deployment.name}",
+        "entrypoint": deployment.entrypoint,
+        "schedules": [
+            {
+                "cron": getattr(s.schedule, "cron", None),
+                "timezone": getattr(s.schedule, "timezone", None),
+            }
+            for s in deployment.schedules or []
+        ],
+        "parameters": deployment.parameters,
+    }
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def serve(
+    name: Annotated[str, typer.Option(help="the deployment's name")] = DEFAULT_NAME,
+    cron: Annotated[str, typer.Option(help="when it runs (cron, in --timezone)")] = DEFAULT_CRON,
+    timezone: Annotated[str, typer.Option(help="the cron's time zone")] = DEFAULT_TIMEZONE,
+    params: Annotated[Path, typer.Option(help="params.yaml with the `monitor:` section")] = Path(
+        "params.yaml"
+    ),
+    prediction_log: Annotated[
+        str | None,
+        typer.Option(
+            help="the prediction log (SQLite path or postgresql:// URL); default: the served "
+            "runs' FRAUD_PREDICTION_LOG, else the contract's default"
+        ),
+    ] = None,
+    report: Annotated[bool, typer.Option(help="write the Evidently report each run")] = True,
+    training_deployment: Annotated[
+        str, typer.Option(help="the training deployment a triggered retraining runs")
+    ] = TRAINING_DEPLOYMENT,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the deployment as JSON and serve nothing")
+    ] = False,
+) -> None:
+    """Serve the monitoring flow on the Prefect server at PREFECT_API_URL, on a daily schedule.
+
+    Runs until stopped; each scheduled run checks the day that ended at midnight (UTC).
+    """
+    try:
+        deployment = monitoring_deployment(
+            name=name,
+            cron=cron,
+            timezone=timezone,
+            params_path=str(params),
+            prediction_log=prediction_log,
+            write_report=report,
+            training_deployment=training_deployment,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    if dry_run:
+        print(json.dumps(describe(deployment), indent=2))
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        print(
+            "error: PREFECT_API_URL is not set: a schedule needs a Prefect server that outlives "
+            "this process (`prefect server start`, then export "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
+    from prefect import serve as prefect_serve
+
+    prefect_serve(deployment)
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
