@@ -35,6 +35,9 @@ from monitoring.report import (
 )
 from monitoring.ui import project_url, ui_command, ui_environment
 
+# A real Evidently UI server and a real browser: the integration tier, not `make test-fast`.
+pytestmark = pytest.mark.integration
+
 DAYS = 4
 #: Line series the dashboard draws from these runs: 1 share + 3 top features (those present) +
 #: 4 score statistics + alert rate + score drift + 2 matured + 4 estimate + 3 labelled-row.
