@@ -22,9 +22,11 @@ MODEL ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 MONITOR_ARGS ?=
+FIRST ?=
+LAST ?=
 DASHBOARD_PORT ?= 8085
 
-.PHONY: help setup system-deps run test test-fast lint format score serve flow monitor dashboards mlflow-ui plots bench bench-serving bench-budget clean print-env
+.PHONY: help setup system-deps run test test-fast lint format score serve flow monitor monitor-flow monitor-replay monitor-serve dashboards mlflow-ui plots bench bench-serving bench-budget clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -76,6 +78,16 @@ flow: setup ## run the Prefect training flow on the DVC-versioned data (temporar
 
 monitor: setup ## run the monitoring job once: the latest day of the prediction log, or INPUT=path (a file scored with @champion); MONITOR_ARGS=--help for options
 	python -m monitoring run $(if $(INPUT),--input "$(INPUT)",) $(MONITOR_ARGS)
+
+monitor-flow: setup ## the monitoring flow once (Prefect; temporary server unless PREFECT_API_URL), INPUT=path for a file
+	python -m monitoring.flows run $(if $(INPUT),--input "$(INPUT)",) $(MONITOR_ARGS)
+
+monitor-replay: setup ## FIRST=YYYY-MM-DD LAST=YYYY-MM-DD: the monitoring flow for each day of the prediction log
+	@test -n "$(FIRST)" -a -n "$(LAST)" || { echo "usage: make monitor-replay FIRST=YYYY-MM-DD LAST=YYYY-MM-DD"; exit 2; }
+	python -m monitoring.flows replay $(FIRST) $(LAST) $(MONITOR_ARGS)
+
+monitor-serve: setup ## serve the daily monitoring deployment (cron 15 0 * * * UTC) on the Prefect server at PREFECT_API_URL
+	python -m monitoring.deploy $(MONITOR_ARGS)
 
 dashboards: setup ## the Evidently UI on the monitoring workspace: http://127.0.0.1:$(DASHBOARD_PORT)
 	python -m monitoring.ui --workspace reports/monitoring/workspace --port $(DASHBOARD_PORT)
