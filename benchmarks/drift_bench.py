@@ -284,8 +284,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": {
             "threshold": world.threshold,
             "reference_rows": len(world.reference),
-            "reference_average_precision": monitor.ref_perf.average_precision,
-            "reference_recall": monitor.ref_perf.recall,
+            "reference_average_precision": monitor.reference_performance.average_precision,
+            "reference_recall": monitor.reference_performance.recall,
             "important_features": monitor.cfg.drift.dataset.important_columns,
         },
         "figures": figures,

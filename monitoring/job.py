@@ -28,20 +28,16 @@ import pandas as pd
 from fraud.predictions import DEFAULT_PREDICTION_LOG, PredictionLogReader
 from fraud.registry import load_version, read_reference
 from monitoring import frames
-from monitoring.checks import Check
+from monitoring.checking import check_window, prepare_monitor
 from monitoring.config import MonitorConfig
-from monitoring.drift import detect_drift, drift_detected, fit_reference, top_features
-from monitoring.estimate import calibration_check, estimate_checks, estimate_cohorts
+from monitoring.estimate import calibration_check, estimate_cohorts
 from monitoring.performance import (
-    ReferencePerformance,
-    cohort_performance,
     matured_frauds,
-    performance_checks,
     pooled_performance,
 )
 from monitoring.policy import PolicyState, decide
 from monitoring.sources import Window, file_window, log_window
-from monitoring.verdict import Verdict, describe_check, write_text_atomic
+from monitoring.verdict import Verdict, write_text_atomic
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -105,6 +101,7 @@ def load_window(
     # as_of (maturity_days plus the cohorts they pool) and the recent ones the estimate covers.
     perf, est = cfg.performance, cfg.estimate
     days_back = perf.maturity_days + perf.cohort_days * (perf.check_cohorts + est.recent_cohorts)
+    # (the same span as `Monitor.days_back`)
     longer = log_window(prediction_log, stop - dt.timedelta(days=days_back), stop, as_of).frame
     return window, longer
 
@@ -141,35 +138,18 @@ def run_monitor(
         notes.append(f"no transactions in {window.start} .. {window.end}: nothing to compare")
     importance = booster.get_score(importance_type="gain")
     gains = {k: float(v) for k, v in importance.items() if isinstance(v, int | float)}
-    important = top_features(gains, cfg.top_features)
-    drift_cfg = cfg.drift.model_copy(
-        update={"dataset": cfg.drift.dataset.model_copy(update={"important_columns": important})}
+    monitor = prepare_monitor(
+        cfg, reference, gains, f"{version.label}'s test window, all transactions"
     )
-
-    checks: list[Check] = []
-    drift_reasons: list[str] = []
-    drifted = False
-    if not current.empty:
-        checks += detect_drift(fit_reference(reference, drift_cfg), current, drift_cfg)
-        drifted, drift_reasons = drift_detected(checks, drift_cfg)
-    ref_perf = ReferencePerformance.from_frame(
-        reference, f"{version.label}'s test window, all transactions", cfg.performance
-    )
+    found = check_window(monitor, current, longer, t)
+    checks, drifted, drift_reasons = found.checks, found.drifted, found.reasons
+    cohorts, estimates, important = found.cohorts, found.estimates, monitor.important_features
     calibration = calibration_check(
         reference[frames.SCORE],
         reference[frames.LABEL].astype(float),
         bins=cfg.estimate.calibration_bins,
         max_relative_ece=cfg.estimate.max_relative_ece,
     )
-    cohorts = cohort_performance(longer, t, cfg.performance)
-    estimates = estimate_cohorts(longer, t, cfg.performance, cfg.estimate)
-    label_checks = performance_checks(longer, t, ref_perf, cfg.performance)
-    label_checks += estimate_checks(longer, t, cfg.performance, cfg.estimate)
-    checks += label_checks
-    for c in label_checks:
-        if c.fired:
-            drifted = True
-            drift_reasons.append(describe_check(c))
 
     out_dir = cfg.reports_dir / window_name(window)
     state_path = cfg.reports_dir / "policy_state.json"

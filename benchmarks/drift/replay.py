@@ -10,9 +10,9 @@ Each day D is one batch, checked at as_of = the end of D (labels known by then o
 * the retraining policy (`decide`) with its state carried across days (cooldown, streak), as
   the job keeps it in `policy_state.json`.
 
-The job's own wiring reads MLflow and the prediction log; this is the same sequence of calls on
-frames in memory (see the report: a pure `check_window` in monitoring.job would let both share
-it).
+The job reads MLflow and the prediction log and then calls `monitoring.checking`; this calls
+the same functions (`prepare_monitor`, `drift_checks`, `label_checks`) on frames in memory, so
+the benchmark measures the job's checks, not a copy of them.
 """
 
 from __future__ import annotations
@@ -27,54 +27,20 @@ import numpy as np
 import pandas as pd
 
 from monitoring import frames
+from monitoring.checking import Monitor, drift_checks, label_checks, prepare_monitor
 from monitoring.checks import Check
 from monitoring.config import MonitorConfig
-from monitoring.drift import (
-    DriftReference,
-    detect_drift,
-    drift_detected,
-    fit_reference,
-    top_features,
-)
-from monitoring.estimate import estimate_checks
-from monitoring.performance import (
-    ReferencePerformance,
-    cohort_performance,
-    matured_frauds,
-    performance_checks,
-)
+from monitoring.performance import cohort_performance, matured_frauds
 from monitoring.policy import PolicyState, decide
 
-
-@dataclass(frozen=True)
-class Monitor:
-    """The monitor's fitted parts, shared by every batch."""
-
-    cfg: MonitorConfig
-    drift_ref: DriftReference
-    ref_perf: ReferencePerformance
-
-    @property
-    def days_back(self) -> int:
-        """Days of transactions the label checks read before as_of (as the job's `longer`)."""
-        perf, est = self.cfg.performance, self.cfg.estimate
-        return int(
-            perf.maturity_days + perf.cohort_days * (perf.check_cohorts + est.recent_cohorts)
-        )
+__all__ = ["BatchResult", "Monitor", "batch_cost", "build_monitor", "check_batch", "replay"]
 
 
 def build_monitor(
     cfg: MonitorConfig, reference: pd.DataFrame, importance: dict[str, float]
 ) -> Monitor:
-    """The drift config with the model's important features, its fitted reference and the
-    reference performance (the job's first steps)."""
-    important = top_features(importance, cfg.top_features)
-    drift_cfg = cfg.drift.model_copy(
-        update={"dataset": cfg.drift.dataset.model_copy(update={"important_columns": important})}
-    )
-    cfg = cfg.model_copy(update={"drift": drift_cfg})
-    ref_perf = ReferencePerformance.from_frame(reference, "test window", cfg.performance)
-    return Monitor(cfg, fit_reference(reference, drift_cfg), ref_perf)
+    """The job's first steps: the important features, the fitted reference, its performance."""
+    return prepare_monitor(cfg, reference, importance, "test window")
 
 
 @dataclass
@@ -99,16 +65,13 @@ def check_batch(
     m: Monitor, current: pd.DataFrame, longer: pd.DataFrame, as_of: dt.datetime
 ) -> tuple[list[Check], bool, bool, float, float]:
     """(checks, drift rule flag, verdict flag, CPU-s of the drift part, of the label part)."""
-    cfg = m.cfg
     t0 = time.process_time()
-    checks = detect_drift(m.drift_ref, current, cfg.drift)
-    rule, _ = drift_detected(checks, cfg.drift)
+    checks, rule, _ = drift_checks(m, current)
     t1 = time.process_time()
-    label_checks = performance_checks(longer, as_of, m.ref_perf, cfg.performance)
-    label_checks += estimate_checks(longer, as_of, cfg.performance, cfg.estimate)
+    labels = label_checks(m, longer, as_of)
     t2 = time.process_time()
-    verdict = rule or any(c.fired for c in label_checks)
-    return [*checks, *label_checks], rule, verdict, t1 - t0, t2 - t1
+    verdict = rule or any(c.fired for c in labels)
+    return [*checks, *labels], rule, verdict, t1 - t0, t2 - t1
 
 
 def replay(m: Monitor, frame: pd.DataFrame, days: list[pd.Timestamp]) -> list[BatchResult]:
