@@ -26,7 +26,7 @@ FIRST ?=
 LAST ?=
 DASHBOARD_PORT ?= 8085
 
-.PHONY: help setup system-deps run test test-fast lint format score serve flow monitor monitor-flow monitor-replay monitor-serve dashboards mlflow-ui plots bench bench-serving bench-budget clean print-env
+.PHONY: help setup system-deps run test test-fast lint format score serve flow monitor monitor-flow monitor-replay monitor-serve dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -106,6 +106,9 @@ bench-serving: setup ## benchmark the API against mlflow models serve with wrk (
 
 bench-budget: setup ## where a /predict/batch request's CPU goes, and what 100,000 tx/s would leave
 	python benchmarks/serving/budget.py $(BENCH_ARGS)
+
+bench-drift: setup ## the drift benchmark: scenarios x seeds through the monitor's checks, with Evidently's preset beside (about 10 min)
+	python benchmarks/drift_bench.py $(BENCH_ARGS)
 
 clean: ## remove generated data, models, reports and stores (keeps the venv)
 	rm -rf data/raw data/features models reports mlflow.db mlartifacts .prefect runs .cache/serving
