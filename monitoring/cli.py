@@ -130,6 +130,52 @@ def run(
         console.print(f"report:  {result.report_path}", markup=False, highlight=False)
 
 
+@app.command()
+def export(
+    output: Annotated[
+        Path, typer.Option(help="where to write the transactions (.parquet or .csv)")
+    ],
+    start: Annotated[str, typer.Option(help="first transaction time (UTC, ISO 8601)")],
+    end: Annotated[str, typer.Option(help="end of the period (exclusive)")],
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="labels known by then count (default: now, UTC)"),
+    ] = None,
+    prediction_log: Annotated[
+        str | None, typer.Option(help="as for `run` (default: FRAUD_PREDICTION_LOG)")
+    ] = None,
+    params: Annotated[Path, typer.Option(help="params.yaml (monitor.performance)")] = Path(
+        "params.yaml"
+    ),
+) -> None:
+    """Write the log's transactions whose labels have matured, in the data contract's schema."""
+    from fraud.predictions import PredictionLogError
+    from fraud.validation import ContractViolationError
+    from monitoring.config import MonitorConfigError, load_monitor_config
+    from monitoring.export import export_log, write_export
+
+    if output.suffix.lower() not in {".parquet", ".csv"}:
+        raise typer.BadParameter(f"{output} must end in .parquet or .csv", param_hint="--output")
+    first, stop = _time(start, "--start"), _time(end, "--end")
+    known_by = _time(as_of, "--as-of") or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    assert first is not None and stop is not None
+    target = prediction_log or os.environ.get("FRAUD_PREDICTION_LOG") or DEFAULT_PREDICTION_LOG
+    try:
+        cfg = load_monitor_config(params)
+        result = export_log(target, first, stop, known_by, cfg.performance)
+        write_export(result.frame, output)
+    except (MonitorConfigError, PredictionLogError, ContractViolationError, OSError) as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    frauds = int(result.frame["TX_FRAUD"].sum())
+    console.print(
+        f"wrote {len(result.frame):,} transactions ({frauds:,} frauds) to {output}; "
+        f"{result.left_out:,} younger ones left out (labels not matured by {known_by})",
+        markup=False,
+        highlight=False,
+    )
+
+
 def main() -> None:  # pragma: no cover
     # MLflow draws a progress bar per artifact download: noise in a job's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
