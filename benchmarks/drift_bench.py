@@ -67,7 +67,7 @@ from benchmarks.drift.summary import (
 )
 from benchmarks.drift.world import SCENARIOS, World, build_world, production_frame, scenario_regime
 from monitoring import frames
-from monitoring.config import MonitorConfig
+from monitoring.config import load_monitor_config
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     with console.status("simulating the base population and training the model"):
         world = build_world(args.params, quick=args.quick)
-        cfg = MonitorConfig()
+        cfg = load_monitor_config(args.params)  # params.yaml's monitor: section, as the job
         monitor = build_monitor(cfg, world.reference, world.importance)
     setup_s = time.perf_counter() - t0
     _WORLD, _MONITOR = world, monitor
