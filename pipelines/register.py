@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 
 from fraud import registry, schema
 from fraud.metrics import BootstrapComparison, paired_bootstrap_ap
+from fraud.registry.contract import TAG_PRODUCTION_MD5, TAG_PRODUCTION_WINDOW
 from pipelines.params import GateParams
 
 EXPERIMENT_NAME = "fraud-detection"
@@ -206,9 +207,12 @@ def register_model(
     feature_history: pd.DataFrame,
     reference: pd.DataFrame,
     model_card: Any,
+    production_md5: str | None = None,
+    production_window: str | None = None,
 ) -> RegistrationResult:
     """Log, register and gate one model. `model_card(decision, version) -> str` renders the card;
-    `reference` (`fraud.registry.reference_frame`) is published for monitoring."""
+    `reference` (`fraud.registry.reference_frame`) is published for monitoring. A model retrained
+    with production data names that data (`production_md5`, `production_window`) in its tags."""
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     experiment_id = ensure_experiment()
@@ -274,7 +278,14 @@ def register_model(
             features=features,
             decision=decision.alias,
             reason=decision.reason,
+            production_md5=production_md5,
+            production_window=production_window,
         )
+        production_tags = {
+            k: v for k, v in tags.items() if k in (TAG_PRODUCTION_MD5, TAG_PRODUCTION_WINDOW)
+        }
+        if production_tags:
+            mlflow.set_tags(production_tags)
         mv = mlflow.register_model(model_uri, model_name, tags=tags)
         version = str(mv.version)
         client.update_model_version(

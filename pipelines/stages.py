@@ -129,7 +129,14 @@ def feature_history(frame: pd.DataFrame, lookback_days: int, delay_days: int) ->
     return out.reset_index(drop=True)
 
 
-def stage_register(params: Params, layout: Layout) -> RegistrationResult:
+def stage_register(
+    params: Params,
+    layout: Layout,
+    production_md5: str | None = None,
+    production_window: str | None = None,
+) -> RegistrationResult:
+    """Register and gate the trained model; a model retrained with production data names it
+    (its DVC md5 and window) in the version's tags."""
     from fraud.registry import load_booster, reference_frame
     from pipelines.model_card import render_model_card
     from pipelines.register import Lineage, file_md5, git_commit, params_sha256, register_model
@@ -193,6 +200,8 @@ def stage_register(params: Params, layout: Layout) -> RegistrationResult:
         ),
         reference=reference,
         model_card=card,
+        production_md5=production_md5,
+        production_window=production_window,
     )
     artifacts.write_json(
         {**result.as_dict(), "registered_at": dt.datetime.now(dt.UTC).isoformat()},

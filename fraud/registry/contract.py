@@ -18,6 +18,10 @@ TAG_DATA_HASH = "lineage.data_md5"  # md5 of data/raw/transactions.parquet, as D
 TAG_PARAMS_HASH = "lineage.params_sha256"
 TAG_TRAIN_WINDOW = "lineage.train_window"
 TAG_TEST_WINDOW = "lineage.test_window"
+#: On a version retrained with production data only: the md5 of the production file as DVC
+#: versions it (`dvc add data/production/<file>`), and the production window it holds.
+TAG_PRODUCTION_MD5 = "lineage.production_md5"
+TAG_PRODUCTION_WINDOW = "lineage.production_window"
 TAG_DECISION = "gate.decision"  # "champion" or "challenger"
 TAG_REASON = "gate.reason"
 TAG_THRESHOLD = "model.threshold"

@@ -41,8 +41,19 @@ def version_tags(
     features: Sequence[str],
     decision: str,
     reason: str,
+    production_md5: str | None = None,
+    production_window: str | None = None,
 ) -> dict[str, str]:
-    """Every tag a model version carries: lineage, windows, threshold, features, gate decision."""
+    """Every tag a model version carries: lineage, windows, threshold, features, gate decision;
+    and, on a version retrained with production data, that data's md5 and window."""
+    production = {
+        key: value
+        for key, value in (
+            (contract.TAG_PRODUCTION_MD5, production_md5),
+            (contract.TAG_PRODUCTION_WINDOW, production_window),
+        )
+        if value is not None
+    }
     return {
         **lineage_tags(git_commit=git_commit, data_md5=data_md5, params_sha256=params_sha256),
         contract.TAG_TRAIN_WINDOW: train_window,
@@ -51,6 +62,7 @@ def version_tags(
         contract.TAG_FEATURES: ",".join(features),
         contract.TAG_DECISION: decision,
         contract.TAG_REASON: reason[: contract.MAX_TAG_LENGTH],
+        **production,
     }
 
 
