@@ -23,10 +23,12 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 MONITOR_ARGS ?=
 FIRST ?=
+PRODUCTION ?=
+WINDOW ?=
 LAST ?=
 DASHBOARD_PORT ?= 8085
 
-.PHONY: help setup system-deps run test test-fast lint format score serve flow monitor monitor-flow monitor-replay monitor-serve dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
+.PHONY: help setup system-deps run test test-fast lint format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -75,6 +77,13 @@ serve: setup ## start the prediction API on http://$(HOST):$(PORT) (docs at /doc
 
 flow: setup ## run the Prefect training flow on the DVC-versioned data (temporary Prefect server unless PREFECT_API_URL is set)
 	fraud flow
+
+retrain: setup ## the Prefect retraining flow: the DVC data plus PRODUCTION=path (matured labels, e.g. from python -m monitoring export)
+	@test -n "$(PRODUCTION)" || { echo "usage: make retrain PRODUCTION=path [WINDOW=YYYY-MM-DD..YYYY-MM-DD]"; exit 2; }
+	fraud retrain --production "$(PRODUCTION)" $(if $(WINDOW),--window $(WINDOW),)
+
+retrain-serve: setup ## serve the retraining flow as retraining/production on the Prefect server at PREFECT_API_URL (monitoring triggers it)
+	python -m pipelines.deploy
 
 monitor: setup ## run the monitoring job once: the latest day of the prediction log, or INPUT=path (a file scored with @champion); MONITOR_ARGS=--help for options
 	python -m monitoring run $(if $(INPUT),--input "$(INPUT)",) $(MONITOR_ARGS)

@@ -32,14 +32,15 @@ import typer
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from fraud.predictions import DEFAULT_PREDICTION_LOG
+from fraud.predictions import DEFAULT_PREDICTION_LOG, PredictionLogReader
 from monitoring.config import MonitorConfig, load_monitor_config
+from monitoring.export import export_log, write_export
 from monitoring.job import RunResult, run_monitor
 from monitoring.verdict import Verdict
 
 #: The deployment of the `training` flow that a triggered retraining runs ("<flow>/<deployment>").
 #: Serving it is the training side's job (pipelines); monitoring only names it.
-TRAINING_DEPLOYMENT = "training/retrain"
+TRAINING_DEPLOYMENT = "retraining/production"  # pipelines/deploy.py serves it
 #: The value of `end` that makes a scheduled run check the day before its scheduled start.
 SCHEDULED = "scheduled"
 
@@ -100,6 +101,7 @@ def request_retraining(
     *,
     deployment: str = TRAINING_DEPLOYMENT,
     api_url: str | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> str:
     """Ask Prefect for a run of the training deployment; a sentence saying what happened.
 
@@ -118,8 +120,9 @@ def request_retraining(
     if not api_url:
         return (
             f"retraining requested but not started: no Prefect server (PREFECT_API_URL is "
-            f"unset), so the deployment {deployment} cannot run; run the training flow by hand "
-            f"(`make flow`), or serve {deployment} on a Prefect server and set PREFECT_API_URL"
+            f"unset), so the deployment {deployment} cannot run; run it by hand (`make retrain "
+            f"PRODUCTION=<the exported file>`), or serve it on a Prefect server (`make "
+            f"retrain-serve`) and set PREFECT_API_URL"
         )
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
@@ -132,13 +135,14 @@ def request_retraining(
             run = run_deployment(
                 deployment,
                 timeout=0,  # start it, do not wait: training takes longer than monitoring
+                parameters=parameters or {},
                 tags=["retraining", f"window:{verdict.window_start[:10]}"],
                 idempotency_key=key,  # a retried monitoring task does not start a second one
             )
     except ObjectNotFound:
         return (
             f"retraining requested but not started: the Prefect server at {api_url} has no "
-            f"deployment {deployment}; serve the training flow under that name"
+            f"deployment {deployment}; serve it (`make retrain-serve`)"
         )
     except Exception as e:  # the server is down or refuses: say so, keep the verdict
         return f"retraining requested but not started: {deployment} on {api_url}: {e}"
@@ -206,9 +210,44 @@ def check_window(
     return result
 
 
+@task(name="export production data", cache_policy=NO_CACHE)
+def export_production(
+    cfg: MonitorConfig,
+    verdict: Verdict,
+    verdict_path: Path,
+    prediction_log: str,
+    input_path: str | None,
+) -> dict[str, Any]:
+    """The retraining flow's parameters: the production transactions with matured labels in
+    the contract's schema (from the log's first transaction to the window's as_of), or the
+    checked file itself, as an absolute path (the training deployment runs elsewhere)."""
+    if input_path is not None:
+        path = Path(input_path).resolve()
+        window = f"{verdict.window_start[:10]}..{verdict.window_end[:10]}"
+        return {"production_path": str(path), "production_window": window}
+    as_of = dt.datetime.fromisoformat(verdict.as_of)
+    with PredictionLogReader(prediction_log) as reader:
+        span = reader.time_range()
+    assert span is not None  # the verdict was computed from the log
+    export = export_log(prediction_log, span[0], as_of, as_of, cfg.performance)
+    out = (verdict_path.parent / "production.parquet").resolve()
+    write_export(export.frame, out)
+    window = f"{span[0].date()}..{(export.matured_until - dt.timedelta(days=1)).date()}"
+    get_run_logger().info(
+        "exported %d transactions with matured labels (%s) to %s; %d younger left out",
+        len(export.frame),
+        window,
+        out,
+        export.left_out,
+    )
+    return {"production_path": str(out), "production_window": window}
+
+
 @task(name="request retraining", cache_policy=NO_CACHE)
-def request_retraining_task(verdict: Verdict, deployment: str) -> str:
-    outcome = request_retraining(verdict, deployment=deployment)
+def request_retraining_task(
+    verdict: Verdict, deployment: str, parameters: dict[str, Any] | None = None
+) -> str:
+    outcome = request_retraining(verdict, deployment=deployment, parameters=parameters)
     get_run_logger().info("%s", outcome)
     return outcome
 
@@ -238,7 +277,8 @@ def monitoring(
     result = check_window(cfg, input_path, target, stop, known, write_report)
     retraining = None
     if result.verdict.retrain_triggered:
-        retraining = request_retraining_task(result.verdict, training_deployment)
+        parameters = export_production(cfg, result.verdict, result.verdict_path, target, input_path)
+        retraining = request_retraining_task(result.verdict, training_deployment, parameters)
     summary = MonitoringSummary.from_result(result, retraining)
     get_run_logger().info("%s", summary.line())
     return summary

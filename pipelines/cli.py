@@ -286,6 +286,36 @@ def flow(
 
 
 @app.command()
+@_domain_errors
+def retrain(
+    production: Annotated[
+        Path,
+        typer.Option(
+            "--production",
+            help="production transactions with matured labels, contract schema (e.g. from "
+            "`python -m monitoring export`)",
+        ),
+    ],
+    window: Annotated[
+        str | None,
+        typer.Option(help="the production period, for the lineage (e.g. 2018-10-01..2018-10-28)"),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Run the Prefect `retraining` flow: the DVC data plus PRODUCTION, trained on the latest
+    weeks, registered and gated (temporary local server unless PREFECT_API_URL is set)."""
+    from pipelines.flows import retraining
+
+    if not production.exists():  # before Prefect starts: a wrong path is one line, not a run
+        _error(f"--production: {production} does not exist")
+        raise typer.Exit(1)
+    state = retraining(
+        production_path=str(production.resolve()), params_path=str(params), production_window=window
+    )
+    console.print(state)
+
+
+@app.command()
 def plots(out: Annotated[Path, typer.Option("--out")] = Path("reports/plots")) -> None:
     """Render the DVC plots to an HTML page that works offline."""
     from pipelines.dvc_plots import render_plots

@@ -163,6 +163,19 @@ def test_a_triggered_retraining_without_a_server_is_recorded_with_how_to_run_it(
     assert TRAINING_DEPLOYMENT in first["retraining"]
 
 
+def test_a_trigger_exports_the_production_data_with_matured_labels_for_the_retraining(replayed):
+    proc, (first, _), _ = replayed
+    logs = proc.stderr + proc.stdout
+    assert "export production data" in logs
+    production = Path(first["verdict_path"]).parent / "production.parquet"
+    frame = pd.read_parquet(production)
+    assert list(frame.columns) == [*schema.RAW_COLUMNS, schema.TX_FRAUD]
+    # Only cohorts matured by the window's as_of (7 days): none after as_of - 7 days.
+    as_of = pd.Timestamp(first["as_of"])
+    assert len(frame) and frame[schema.TX_DATETIME].max() < as_of - pd.Timedelta(days=7)
+    assert int(frame[schema.TX_FRAUD].sum()) > 0
+
+
 def _verdict(triggered: bool) -> Verdict:
     return Verdict(
         window_start="2018-06-08T00:00:00",
@@ -184,7 +197,7 @@ def _verdict(triggered: bool) -> Verdict:
 def test_request_retraining_without_a_server_returns_its_reason_and_starts_nothing():
     reason = request_retraining(_verdict(True), deployment="training/nightly", api_url="")
     assert reason.startswith("retraining requested but not started: no Prefect server")
-    assert "training/nightly" in reason and "make flow" in reason
+    assert "training/nightly" in reason and "make retrain PRODUCTION=" in reason
 
 
 def test_request_retraining_of_a_verdict_that_did_not_trigger_asks_for_nothing():
@@ -194,7 +207,7 @@ def test_request_retraining_of_a_verdict_that_did_not_trigger_asks_for_nothing()
 
 def test_request_retraining_with_an_unreachable_server_says_so_instead_of_failing():
     reason = request_retraining(_verdict(True), api_url="http://127.0.0.1:9/api")
-    assert reason.startswith("retraining requested but not started: training/retrain on")
+    assert reason.startswith("retraining requested but not started: retraining/production on")
     assert "127.0.0.1:9" in reason
 
 
