@@ -5,7 +5,6 @@ scaled is flagged and triggers retraining with reasons; a bad input is one line 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -15,11 +14,11 @@ import pandas as pd
 import pytest
 
 from fraud import registry, schema
-from fraud.predictions import FeedbackRow, PredictionRow, open_prediction_log
 from monitoring import frames
 from monitoring.config import MonitorConfig
 from monitoring.job import run_monitor
 from monitoring.verdict import Verdict
+from tests.monitoring.prediction_logs import log_scored_frame
 
 
 @pytest.fixture
@@ -97,35 +96,7 @@ def test_a_log_run_checks_the_latest_day_with_the_labels_known_by_then(store, tm
     later_rows(store).to_parquet(path, index=False)
     scored = file_window(path, version, booster).frame
     log_path = tmp_path / "predictions.sqlite"
-    log = open_prediction_log(log_path)
-    feats = frames.feature_columns(scored)
-    log.log_predictions(
-        [
-            PredictionRow(
-                int(r.transaction_id),
-                r.tx_datetime.isoformat(),
-                int(r.customer_id),
-                int(r.terminal_id),
-                float(r.amount),
-                {f: float(getattr(r, f)) for f in feats},
-                float(r.score),
-                int(r.is_alert),
-                float(r.threshold),
-                version.name,
-                version.version,
-                r.tx_datetime.isoformat(),
-            )
-            for r in scored.itertuples()
-        ]
-    )
-    frauds = scored[scored[frames.LABEL] == 1]
-    log.log_feedback(
-        [
-            FeedbackRow(int(t), 1, (d + dt.timedelta(days=2)).isoformat(), d.isoformat())
-            for t, d in zip(frauds[frames.TRANSACTION], frauds[frames.TIME], strict=True)
-        ]
-    )
-    log.close()
+    log_scored_frame(log_path, scored, version)
 
     v = run_monitor(config(tmp_path), prediction_log=str(log_path), write_report=False).verdict
 

@@ -20,8 +20,6 @@ import pytest
 import yaml
 
 from fraud import registry, schema
-from fraud.predictions import FeedbackRow, PredictionRow, open_prediction_log
-from monitoring import frames
 from monitoring.flows import (
     SCHEDULED,
     TRAINING_DEPLOYMENT,
@@ -31,6 +29,7 @@ from monitoring.flows import (
     window_end,
 )
 from monitoring.verdict import Verdict
+from tests.monitoring.prediction_logs import log_scored_frame
 
 DRIFT_FROM = pd.Timestamp("2018-06-01")  # the tiny data ends on 2018-06-09
 DAYS = ("2018-06-08", "2018-06-09")
@@ -49,35 +48,7 @@ def write_prediction_log(pipeline_repo, path: Path) -> None:
     with tracking_uri(pipeline_repo.tracking_uri):
         version, booster = registry.load_version(registry.DEFAULT_MODEL_NAME)
         scored = file_window(source, version, booster).frame
-    feats = frames.feature_columns(scored)
-    log = open_prediction_log(path)
-    log.log_predictions(
-        [
-            PredictionRow(
-                int(r.transaction_id),
-                r.tx_datetime.isoformat(),
-                int(r.customer_id),
-                int(r.terminal_id),
-                float(r.amount),
-                {f: float(getattr(r, f)) for f in feats},
-                float(r.score),
-                int(r.is_alert),
-                float(r.threshold),
-                version.name,
-                version.version,
-                r.tx_datetime.isoformat(),
-            )
-            for r in scored.itertuples()
-        ]
-    )
-    frauds = scored[scored[frames.LABEL] == 1]
-    log.log_feedback(
-        [
-            FeedbackRow(int(t), 1, (d + dt.timedelta(days=2)).isoformat(), d.isoformat())
-            for t, d in zip(frauds[frames.TRANSACTION], frauds[frames.TIME], strict=True)
-        ]
-    )
-    log.close()
+    log_scored_frame(path, scored, version)
 
 
 @pytest.fixture(scope="module")
