@@ -30,6 +30,7 @@ from monitoring.performance import (
     ReferencePerformance,
     cohort_performance,
     performance_checks,
+    pooled_performance,
 )
 from monitoring.verdict import describe_check
 
@@ -46,12 +47,28 @@ class Monitor:
 
     @property
     def days_back(self) -> int:
-        """Days before as_of that the label checks read: the cohorts that matured (maturity
-        plus the cohorts they pool) and the recent ones the estimate covers."""
-        perf, est = self.cfg.performance, self.cfg.estimate
-        return int(
-            perf.maturity_days + perf.cohort_days * (perf.check_cohorts + est.recent_cohorts)
-        )
+        return label_days_back(self.cfg)
+
+    def evidently_columns(self) -> dict[str, tuple[str, float]]:
+        """Each checked column with the method and threshold its drift check uses, for the
+        Evidently report (which bins continuous columns its own way, so its statistic can
+        differ from the verdict's, which decides)."""
+        drift = self.cfg.drift
+        columns = [*self.drift_reference.columns]
+        if self.drift_reference.score is not None:
+            columns.append(self.drift_reference.score)
+        out: dict[str, tuple[str, float]] = {}
+        for col in columns:
+            rule = drift.rule_for(col.name, col.role, col.kind)
+            out[col.name] = (rule.method, rule.threshold)
+        return out
+
+
+def label_days_back(cfg: MonitorConfig) -> int:
+    """Days before as_of that the label checks read: the cohorts that matured (maturity plus
+    the cohorts they pool) and the recent ones the estimate covers."""
+    perf, est = cfg.performance, cfg.estimate
+    return int(perf.maturity_days + perf.cohort_days * (perf.check_cohorts + est.recent_cohorts))
 
 
 def prepare_monitor(
@@ -93,6 +110,8 @@ class WindowChecks:
     drifted: bool
     reasons: list[str]
     cohorts: list[CohortMetrics]
+    #: The latest matured cohorts pooled, as the performance checks measure them (None: none).
+    pooled: CohortMetrics | None
     estimates: list[Estimate]
 
 
@@ -107,5 +126,6 @@ def check_window(
             drifted = True
             reasons.append(describe_check(c))
     cohorts = cohort_performance(longer, as_of, m.cfg.performance)
+    pooled = pooled_performance(longer, as_of, m.cfg.performance)
     estimates = estimate_cohorts(longer, as_of, m.cfg.performance, m.cfg.estimate)
-    return WindowChecks([*checks, *labels], drifted, reasons, cohorts, estimates)
+    return WindowChecks([*checks, *labels], drifted, reasons, cohorts, pooled, estimates)

@@ -28,12 +28,17 @@ import pandas as pd
 from fraud.predictions import DEFAULT_PREDICTION_LOG, PredictionLogReader
 from fraud.registry import load_version, read_reference
 from monitoring import frames
-from monitoring.checking import check_window, prepare_monitor
+from monitoring.checking import (
+    Monitor,
+    WindowChecks,
+    check_window,
+    label_days_back,
+    prepare_monitor,
+)
 from monitoring.config import MonitorConfig
-from monitoring.estimate import calibration_check, estimate_cohorts
+from monitoring.estimate import calibration_check
 from monitoring.performance import (
     matured_frauds,
-    pooled_performance,
 )
 from monitoring.policy import PolicyState, decide
 from monitoring.sources import Window, file_window, log_window
@@ -80,10 +85,11 @@ def load_window(
     *,
     input_path: Path | None,
     prediction_log: str,
-    end: dt.datetime | None,
+    bounds: tuple[dt.datetime, dt.datetime] | None,
     as_of: dt.datetime | None,
 ) -> tuple[Window, pd.DataFrame]:
-    """(the window whose drift is checked, the longer frame the label checks read)."""
+    """(the window whose drift is checked, the longer frame the label checks read); `bounds`
+    is the log window's [start, end) (`day_window`), None for a file."""
     if input_path is not None:
         import tempfile
 
@@ -94,15 +100,13 @@ def load_window(
             history = pd.read_parquet(Path(tmp) / FEATURE_HISTORY_FILE)
         window = file_window(input_path, version, booster, history=history)
         return window, window.frame
-    start, stop = day_window(prediction_log, cfg, end)
+    assert bounds is not None, "a log window needs its bounds"
+    start, stop = bounds
     as_of = as_of or stop
     window = log_window(prediction_log, start, stop, as_of)
-    # Labels mature later than the window: the label checks read the cohorts that matured by
-    # as_of (maturity_days plus the cohorts they pool) and the recent ones the estimate covers.
-    perf, est = cfg.performance, cfg.estimate
-    days_back = perf.maturity_days + perf.cohort_days * (perf.check_cohorts + est.recent_cohorts)
-    # (the same span as `Monitor.days_back`)
-    longer = log_window(prediction_log, stop - dt.timedelta(days=days_back), stop, as_of).frame
+    # Labels mature later than the window: the label checks read further back.
+    back = dt.timedelta(days=label_days_back(cfg))
+    longer = log_window(prediction_log, stop - back, stop, as_of).frame
     return window, longer
 
 
@@ -119,8 +123,7 @@ def run_monitor(
     # The inputs first, the registry after: a wrong path is said before any download.
     if input_path is not None and not Path(input_path).exists():
         raise MonitorError(f"--input: {input_path} does not exist")
-    if input_path is None:
-        day_window(prediction_log, cfg, end)
+    bounds = None if input_path is not None else day_window(prediction_log, cfg, end)
     version, reference = read_reference(cfg.model_name, alias=cfg.model_alias)
     _, booster = load_version(cfg.model_name, version=version.version)
     window, longer = load_window(
@@ -129,7 +132,7 @@ def run_monitor(
         booster,
         input_path=input_path,
         prediction_log=prediction_log,
-        end=end,
+        bounds=bounds,
         as_of=as_of,
     )
     current, t = window.frame, window.as_of
@@ -143,7 +146,7 @@ def run_monitor(
     )
     found = check_window(monitor, current, longer, t)
     checks, drifted, drift_reasons = found.checks, found.drifted, found.reasons
-    cohorts, estimates, important = found.cohorts, found.estimates, monitor.important_features
+    cohorts, estimates = found.cohorts, found.estimates
     calibration = calibration_check(
         reference[frames.SCORE],
         reference[frames.LABEL].astype(float),
@@ -164,7 +167,7 @@ def run_monitor(
     )
     report_path = None
     if write_report and not current.empty:
-        report_path = write_evidently(cfg, reference, current, important, window, longer)
+        report_path = write_evidently(monitor, found, reference, current, window)
     verdict = Verdict.build(
         window_start=window.start,
         window_end=window.end,
@@ -181,7 +184,7 @@ def run_monitor(
             "source": window.source,
             "transactions": len(current),
             "notes": notes,
-            "important_features": important,
+            "important_features": monitor.important_features,
             "report": str(report_path) if report_path else None,
         },
     )
@@ -203,14 +206,14 @@ def window_name(window: Window) -> str:
 
 
 def write_evidently(
-    cfg: MonitorConfig,
+    monitor: Monitor,
+    found: WindowChecks,
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    important: list[str],
     window: Window,
-    longer: pd.DataFrame,
 ) -> Path:
-    """The window's Evidently report (HTML) and its run in the dashboard's workspace."""
+    """The window's Evidently report (HTML) and its run in the dashboard's workspace: the same
+    methods and thresholds as the checks, and the figures they computed."""
     from monitoring.dashboard import add_snapshot, get_or_create_project, open_workspace
     from monitoring.report import (
         ESTIMATED_AVERAGE_PRECISION,
@@ -222,49 +225,27 @@ def write_evidently(
         save_html,
     )
 
-    columns = evidently_columns(cfg, reference, current)
+    cfg = monitor.cfg
     values: dict[str, float] = {}
-    pool = pooled_performance(longer, window.as_of, cfg.performance)
+    pool = found.pooled
     if pool is not None and pool.counted and pool.average_precision is not None:
         values[MATURED_AVERAGE_PRECISION] = pool.average_precision
         values[MATURED_RECALL] = float(pool.recall or 0.0)
-    recent = estimate_cohorts(longer, window.as_of, cfg.performance, cfg.estimate)
-    if recent:
-        last = recent[-1]
+    if found.estimates:
+        last = found.estimates[-1]
         values[ESTIMATED_AVERAGE_PRECISION] = last.average_precision
         values[ESTIMATED_AVERAGE_PRECISION_LOWER] = last.average_precision_low
         values[ESTIMATED_AVERAGE_PRECISION_UPPER] = last.average_precision_high
     snapshot = build_report(
         reference,
         current,
-        columns=columns,
+        columns=monitor.evidently_columns(),
         timestamp=window.end,
         performance=values,
         metadata={"window": window_name(window), "source": window.source},
     )
     path = save_html(snapshot, cfg.reports_dir / window_name(window) / "report.html")
     ws = open_workspace(cfg.workspace)
-    project = get_or_create_project(ws, cfg.project, top_features=important)
+    project = get_or_create_project(ws, cfg.project, top_features=monitor.important_features)
     add_snapshot(ws, project, snapshot)
     return path
-
-
-def evidently_columns(
-    cfg: MonitorConfig, reference: pd.DataFrame, current: pd.DataFrame
-) -> dict[str, tuple[str, float]]:
-    """Each checked column with the method and threshold its drift check uses (the report
-    shows the same test; Evidently bins continuous columns its own way, so its statistic can
-    differ from the verdict's, which decides)."""
-    out: dict[str, tuple[str, float]] = {}
-    skip = set(cfg.drift.calendar_columns)
-    for name in frames.feature_columns(reference):
-        if name in skip or name not in current:
-            continue
-        distinct = reference[name].nunique(dropna=True)
-        categorical = distinct <= cfg.drift.max_categories
-        rule = cfg.drift.rule_for(name, "feature", "categorical" if categorical else "continuous")
-        out[name] = (rule.method, rule.threshold)
-    for name, role in ((frames.AMOUNT, "amount"), (frames.SCORE, "score")):
-        rule = cfg.drift.rule_for(name, role, "continuous")  # type: ignore[arg-type]
-        out[name] = (rule.method, rule.threshold)
-    return out
