@@ -33,7 +33,6 @@ import multiprocessing as mp
 import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for `python <this>`
 
+from benchmarks.common.evidently_preset import DATASET_DRIFT_SHARE, evidently_run
 from benchmarks.common.machine import machine_info
 from benchmarks.common.project import RESULTS_DIR, ROOT, git_dirty, git_head
 from benchmarks.common.report import (
@@ -78,23 +78,8 @@ _MONITOR: Monitor | None = None
 
 def evidently_flag(ref: pd.DataFrame, cur: pd.DataFrame, columns: list[str]) -> tuple[bool, float]:
     """Evidently's untuned DataDriftPreset on one batch: (its dataset flag, CPU-seconds)."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
-    dd = DataDefinition(numerical_columns=columns)
-    t0 = time.process_time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        snap = Report([DataDriftPreset()]).run(
-            Dataset.from_pandas(cur[columns], data_definition=dd),
-            Dataset.from_pandas(ref[columns], data_definition=dd),
-        )
-    cpu = time.process_time() - t0
-    share = 0.0
-    for m in snap.dict()["metrics"]:
-        if m["config"]["type"].endswith("DriftedColumnsCount"):
-            share = float(m["value"]["share"])
-    return share >= 0.5, cpu
+    cpu, _, share = evidently_run(ref, cur, columns)
+    return share >= DATASET_DRIFT_SHARE, cpu
 
 
 def run_one(task: dict[str, Any]) -> dict[str, Any]:

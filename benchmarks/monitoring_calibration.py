@@ -33,7 +33,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for `python <this>`
 
+from benchmarks.common.evidently_preset import DATASET_DRIFT_SHARE, evidently_run
 from benchmarks.common.machine import machine_info
 from benchmarks.common.project import RESULTS_DIR, ROOT, git_dirty, git_head
 from benchmarks.common.report import command_line, markdown_table, rich_table, write_results
@@ -240,35 +240,6 @@ def cpu_per_batch(ref: DriftReference, frame: pd.DataFrame, cfg: DriftConfig, ro
 
 # ============================================================================================
 # Evidently's untuned preset on the same batches
-
-
-def evidently_run(
-    ref: pd.DataFrame, cur: pd.DataFrame, columns: list[str]
-) -> tuple[float, dict[str, bool], float]:
-    """CPU-seconds, per-column drift flags and the drifted share of DataDriftPreset()."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
-    dd = DataDefinition(numerical_columns=columns)
-    t0 = time.process_time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        snap = Report([DataDriftPreset()]).run(
-            Dataset.from_pandas(cur[columns], data_definition=dd),
-            Dataset.from_pandas(ref[columns], data_definition=dd),
-        )
-    cpu = time.process_time() - t0
-    flags: dict[str, bool] = {}
-    share = 0.0
-    for m in snap.dict()["metrics"]:
-        conf = m["config"]
-        if conf["type"].endswith("ValueDrift"):
-            value, thr = float(m["value"]), float(conf["threshold"])
-            p_value = "p_value" in str(conf.get("method", "")).lower()
-            flags[conf["column"]] = value < thr if p_value else value >= thr
-        elif conf["type"].endswith("DriftedColumnsCount"):
-            share = float(m["value"]["share"])
-    return cpu, flags, share
 
 
 # ============================================================================================
@@ -492,7 +463,7 @@ def main() -> None:
                     sc.name,
                     str(last_day.date()),
                     ", ".join(sorted(k for k, v in fl.items() if v)) or "—",
-                    f"{share:.0%} → {'drift' if share >= 0.5 else 'no drift'}",
+                    f"{share:.0%} → {'drift' if share >= DATASET_DRIFT_SHARE else 'no drift'}",
                     ", ".join(sorted(ours.loc[ours["fired"], "column"].astype(str))) or "—",
                     "drift" if bool(ours["flag"].iloc[0]) else "no drift",
                 ]
@@ -503,7 +474,7 @@ def main() -> None:
             "cpu_100k": cpu_ev100,
             "false_alarms_per_column_day": float(fa.to_numpy().mean()),
             "columns_firing": {k: int(v) for k, v in fa.sum().items() if v},
-            "dataset_flag_days": int(sum(s >= 0.5 for s in shares)),
+            "dataset_flag_days": int(sum(s >= DATASET_DRIFT_SHARE for s in shares)),
             "shifted": shifted_ev,
         }
         cpu_rows += [
