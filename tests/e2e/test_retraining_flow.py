@@ -4,10 +4,8 @@ continue its population under a drift regime, labelled as matured."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-import shutil
 import sys
 
 import pandas as pd
@@ -20,6 +18,7 @@ from fraud.regimes import regime_preset
 from fraud.registry import contract
 from pipelines.register import file_md5
 from tests.conftest import PipelineRepo
+from tests.e2e.conftest import copy_pipeline_repo
 
 PRODUCTION_DAYS = 28  # the tiny split's train + delay + test: the split lies in production alone
 
@@ -27,20 +26,7 @@ PRODUCTION_DAYS = 28  # the tiny split's train + delay + test: the split lies in
 @pytest.fixture(scope="module")
 def repo(pipeline_repo: PipelineRepo, tmp_path_factory) -> PipelineRepo:
     """A copy of the tiny pipeline repo whose `dvc repro` model is registered as champion v1."""
-    dest = tmp_path_factory.mktemp("retrain") / "repo"
-    shutil.copytree(
-        pipeline_repo.path,
-        dest,
-        symlinks=True,
-        ignore=lambda src, names: (
-            {"mlflow.db", "mlartifacts", ".prefect", "runs"} & set(names)
-            if src == str(pipeline_repo.path)
-            else set()
-        ),
-    )
-    uri = f"sqlite:///{dest / 'mlflow.db'}"
-    env = {**pipeline_repo.env, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(dest / ".prefect")}
-    copy = dataclasses.replace(pipeline_repo, path=dest, env=env, tracking_uri=uri)
+    copy = copy_pipeline_repo(pipeline_repo, tmp_path_factory.mktemp("retrain") / "repo")
     copy.run(sys.executable, "-m", "pipelines.cli", "register")
     return copy
 
