@@ -24,18 +24,22 @@ import numpy as np
 import pandas as pd
 
 from fraud import schema
-from fraud.predictions.reader import WINDOW_COLUMNS
 from fraud.registry import contract
 
 if TYPE_CHECKING:
     from fraud.registry.reader import RegisteredVersion
 
-#: The log columns a reference has: the prediction-log reader's, with their dtypes, but those
-#: only a served prediction has (model, time logged, when its label became known).
+#: The log columns a reference has, with their dtypes (those of `WINDOW_COLUMNS`).
 REFERENCE_LOG_COLUMNS: dict[str, str] = {
-    name: dtype
-    for name, dtype in WINDOW_COLUMNS.items()
-    if name not in {"model_name", "model_version", "logged_at", "label_known_at"}
+    "transaction_id": "int64",
+    "tx_datetime": "datetime64[ns]",
+    "customer_id": "int64",
+    "terminal_id": "int64",
+    "amount": "float64",
+    "score": "float64",
+    "is_alert": "int64",
+    "threshold": "float64",
+    "is_fraud": "Int64",
 }
 
 
