@@ -103,10 +103,12 @@ def load_window(
     assert bounds is not None, "a log window needs its bounds"
     start, stop = bounds
     as_of = as_of or stop
-    window = log_window(prediction_log, start, stop, as_of)
+    window = log_window(prediction_log, start, stop, as_of, model_version=version.version)
     # Labels mature later than the window: the label checks read further back.
     back = dt.timedelta(days=label_days_back(cfg))
-    longer = log_window(prediction_log, stop - back, stop, as_of).frame
+    longer = log_window(
+        prediction_log, stop - back, stop, as_of, model_version=version.version
+    ).frame
     return window, longer
 
 
@@ -216,6 +218,8 @@ def write_evidently(
     methods and thresholds as the checks, and the figures they computed."""
     from monitoring.dashboard import add_snapshot, get_or_create_project, open_workspace
     from monitoring.report import (
+        DRIFTED_INPUT_COLUMNS,
+        DRIFTED_INPUT_SHARE,
         ESTIMATED_AVERAGE_PRECISION,
         ESTIMATED_AVERAGE_PRECISION_LOWER,
         ESTIMATED_AVERAGE_PRECISION_UPPER,
@@ -226,7 +230,10 @@ def write_evidently(
     )
 
     cfg = monitor.cfg
-    values: dict[str, float] = {}
+    inputs = [c for c in found.checks if c.kind == "data"]
+    values: dict[str, float] = {DRIFTED_INPUT_COLUMNS: float(sum(c.fired for c in inputs))}
+    if inputs:
+        values[DRIFTED_INPUT_SHARE] = values[DRIFTED_INPUT_COLUMNS] / len(inputs)
     pool = found.pooled
     if pool is not None and pool.counted and pool.average_precision is not None:
         values[MATURED_AVERAGE_PRECISION] = pool.average_precision

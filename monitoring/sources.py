@@ -41,12 +41,34 @@ class Window:
 
 
 def log_window(
-    target: str | Path, start: dt.datetime, end: dt.datetime, as_of: dt.datetime
+    target: str | Path,
+    start: dt.datetime,
+    end: dt.datetime,
+    as_of: dt.datetime,
+    *,
+    model_version: str | None = None,
 ) -> Window:
     """The predictions logged for transactions in [start, end), with the labels known by
-    `as_of` (raises fraud.predictions.PredictionLogError when the log cannot be read)."""
+    `as_of` (raises fraud.predictions.PredictionLogError when the log cannot be read).
+
+    With `model_version`, only that version's predictions: its scores are what its reference is
+    compared with, and its matured cohorts are its own performance. After a new champion takes
+    over, the older version's rows of the window are left out, and a note counts them: otherwise
+    the old model's fall, which the retraining answered, would keep firing for a week of labels.
+    """
     frame = read_window(target, start, end, labels_known_by=as_of)
-    return Window(frame, start, end, as_of, source=f"prediction log {target}")
+    notes: tuple[str, ...] = ()
+    if model_version is not None and len(frame):
+        mine = (frame[frames.MODEL_VERSION].astype(str) == str(model_version)).to_numpy()
+        if not mine.all():
+            others = frame.loc[~mine, frames.MODEL_VERSION].astype(str).value_counts()
+            listed = ", ".join(f"v{v}: {n:,}" for v, n in others.sort_index().items())
+            notes = (
+                f"{int((~mine).sum()):,} predictions in {start} .. {end} were made by other "
+                f"versions ({listed}) and are left out: the checks judge v{model_version}'s own",
+            )
+            frame = frame[mine].reset_index(drop=True)
+    return Window(frame, start, end, as_of, source=f"prediction log {target}", notes=notes)
 
 
 def file_window(

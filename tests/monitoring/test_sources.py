@@ -6,6 +6,7 @@ history published with the model standing in for the days before the file."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,14 +102,11 @@ def test_a_missing_or_short_file_is_an_error_naming_the_flag(champion, tmp_path:
         file_window(short, version, booster)
 
 
-def test_log_window_reads_the_logged_predictions_of_the_window_with_labels_known_by_as_of(
-    tmp_path: Path,
-):
-    from fraud.predictions import FeedbackRow
-
-    log = open_prediction_log(tmp_path / "log.sqlite")
-    t0 = dt.datetime(2018, 10, 1)
-    rows = [
+def _hourly_rows(
+    t0: dt.datetime, n: int, version: Callable[[int], str] = lambda i: "1"
+) -> list[PredictionRow]:
+    """One prediction an hour from t0, amount 10 + i, by `version(i)`."""
+    return [
         PredictionRow(
             i,
             (t0 + dt.timedelta(hours=i)).isoformat(),
@@ -120,12 +118,21 @@ def test_log_window_reads_the_logged_predictions_of_the_window_with_labels_known
             0,
             0.5,
             "fraud-detector",
-            "1",
+            version(i),
             t0.isoformat(),
         )
-        for i in range(48)
+        for i in range(n)
     ]
-    log.log_predictions(rows)
+
+
+def test_log_window_reads_the_logged_predictions_of_the_window_with_labels_known_by_as_of(
+    tmp_path: Path,
+):
+    from fraud.predictions import FeedbackRow
+
+    log = open_prediction_log(tmp_path / "log.sqlite")
+    t0 = dt.datetime(2018, 10, 1)
+    log.log_predictions(_hourly_rows(t0, 48))
     log.log_feedback(
         [
             FeedbackRow(3, 1, "2018-10-05T00:00:00", "2018-10-05T00:00:00"),
@@ -140,3 +147,20 @@ def test_log_window_reads_the_logged_predictions_of_the_window_with_labels_known
     labels = window.frame.set_index(frames.TRANSACTION)[frames.LABEL]
     assert labels[3] == 1 and pd.isna(labels[4])  # 4's label is known only after as_of
     assert frames.feature_columns(window.frame) == ["TX_AMOUNT"]
+
+
+def test_log_window_of_a_version_leaves_out_other_versions_predictions_and_counts_them(
+    tmp_path: Path,
+):
+    log = open_prediction_log(tmp_path / "log.sqlite")
+    t0 = dt.datetime(2018, 10, 1)
+    log.log_predictions(_hourly_rows(t0, 24, version=lambda i: "1" if i < 10 else "2"))
+    log.close()
+    end = t0 + dt.timedelta(days=1)
+    window = log_window(tmp_path / "log.sqlite", t0, end, end, model_version="2")
+    assert window.frame[frames.TRANSACTION].tolist() == list(range(10, 24))
+    assert set(window.frame[frames.MODEL_VERSION]) == {"2"}
+    assert len(window.notes) == 1 and "10 predictions" in window.notes[0]
+    assert "v1: 10" in window.notes[0]
+    everything = log_window(tmp_path / "log.sqlite", t0, end, end)
+    assert len(everything.frame) == 24 and everything.notes == ()
