@@ -63,9 +63,13 @@ class MonitoringSummary:
     #: What happened to the retraining request: the training flow run started, or why not.
     #: None when the verdict did not trigger retraining.
     retraining: str | None = None
+    #: The id of the training flow run the request started (None when none started).
+    retraining_run_id: str | None = None
 
     @classmethod
-    def from_result(cls, result: RunResult, retraining: str | None = None) -> MonitoringSummary:
+    def from_result(
+        cls, result: RunResult, retraining: RetrainingRequest | None = None
+    ) -> MonitoringSummary:
         v = result.verdict
         return cls(
             window_start=v.window_start,
@@ -79,7 +83,8 @@ class MonitoringSummary:
             retrain_reasons=list(v.retrain_reasons),
             verdict_path=str(result.verdict_path),
             report_path=str(result.report_path) if result.report_path else None,
-            retraining=retraining,
+            retraining=retraining.message if retraining else None,
+            retraining_run_id=retraining.flow_run_id if retraining else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,14 +101,25 @@ class MonitoringSummary:
         )
 
 
+@dataclass(frozen=True)
+class RetrainingRequest:
+    """What asking for a retraining did: a sentence, and the flow run's id if one started."""
+
+    message: str
+    flow_run_id: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def request_retraining(
     verdict: Verdict,
     *,
     deployment: str = TRAINING_DEPLOYMENT,
     api_url: str | None = None,
     parameters: dict[str, Any] | None = None,
-) -> str:
-    """Ask Prefect for a run of the training deployment; a sentence saying what happened.
+) -> RetrainingRequest:
+    """Ask Prefect for a run of the training deployment: what happened, and the run's id.
 
     Starts the run only through the Prefect API (`run_deployment`, not waiting for it): there
     must be a Prefect server (PREFECT_API_URL, or `api_url`) on which `deployment` is served.
@@ -112,13 +128,13 @@ def request_retraining(
     verdict is already written and the request is recorded in the flow's result.
     """
     if not verdict.retrain_triggered:
-        return "retraining not requested: the verdict did not trigger it"
+        return RetrainingRequest("retraining not requested: the verdict did not trigger it")
     if api_url is None:
         from prefect.settings import PREFECT_API_URL
 
         api_url = PREFECT_API_URL.value()
     if not api_url:
-        return (
+        return RetrainingRequest(
             f"retraining requested but not started: no Prefect server (PREFECT_API_URL is "
             f"unset), so the deployment {deployment} cannot run; run it by hand (`make retrain "
             f"PRODUCTION=<the exported file>`), or serve it on a Prefect server (`make "
@@ -140,15 +156,20 @@ def request_retraining(
                 idempotency_key=key,  # a retried monitoring task does not start a second one
             )
     except ObjectNotFound:
-        return (
+        return RetrainingRequest(
             f"retraining requested but not started: the Prefect server at {api_url} has no "
             f"deployment {deployment}; serve it (`make retrain-serve`)"
         )
     except Exception as e:  # the server is down or refuses: say so, keep the verdict
-        return f"retraining requested but not started: {deployment} on {api_url}: {e}"
+        return RetrainingRequest(
+            f"retraining requested but not started: {deployment} on {api_url}: {e}"
+        )
     # Called from sync code, run_deployment runs to completion (its async twin is separate).
     assert isinstance(run, FlowRun)
-    return f"retraining started: flow run {run.name!r} ({run.id}) of deployment {deployment}"
+    return RetrainingRequest(
+        f"retraining started: flow run {run.name!r} ({run.id}) of deployment {deployment}",
+        str(run.id),
+    )
 
 
 def window_end(end: str | None) -> dt.datetime | None:
@@ -246,9 +267,9 @@ def export_production(
 @task(name="request retraining", cache_policy=NO_CACHE)
 def request_retraining_task(
     verdict: Verdict, deployment: str, parameters: dict[str, Any] | None = None
-) -> str:
+) -> RetrainingRequest:
     outcome = request_retraining(verdict, deployment=deployment, parameters=parameters)
-    get_run_logger().info("%s", outcome)
+    get_run_logger().info("%s", outcome.message)
     return outcome
 
 

@@ -166,18 +166,22 @@ def _verdict(triggered: bool) -> Verdict:
 
 
 def test_request_retraining_without_a_server_returns_its_reason_and_starts_nothing():
-    reason = request_retraining(_verdict(True), deployment="training/nightly", api_url="")
+    request = request_retraining(_verdict(True), deployment="training/nightly", api_url="")
+    reason = request.message
+    assert request.flow_run_id is None
     assert reason.startswith("retraining requested but not started: no Prefect server")
     assert "training/nightly" in reason and "make retrain PRODUCTION=" in reason
 
 
 def test_request_retraining_of_a_verdict_that_did_not_trigger_asks_for_nothing():
-    reason = request_retraining(_verdict(False), api_url="http://127.0.0.1:9/api")
+    reason = request_retraining(_verdict(False), api_url="http://127.0.0.1:9/api").message
     assert reason == "retraining not requested: the verdict did not trigger it"
 
 
 def test_request_retraining_with_an_unreachable_server_says_so_instead_of_failing():
-    reason = request_retraining(_verdict(True), api_url="http://127.0.0.1:9/api")
+    request = request_retraining(_verdict(True), api_url="http://127.0.0.1:9/api")
+    reason = request.message
+    assert request.flow_run_id is None
     assert reason.startswith("retraining requested but not started: retraining/production on")
     assert "127.0.0.1:9" in reason
 
