@@ -7,9 +7,13 @@ champion's training data in the same layout, see `monitoring.frames`) and return
 
 What the report holds:
 
-* per-column drift with exactly the methods and thresholds the detection core chose
-  (`DataDriftPreset(per_column_method=..., per_column_threshold=...)` on the inputs, one
-  `ValueDrift` on the score), and the share of drifted input columns (`DriftedColumnsCount`);
+* per-column drift with exactly the methods and thresholds the detection core chose (one
+  `ValueDrift` per input and one on the score), and the count and share of drifted input
+  columns as the verdict judged them (`FraudMonitoringValue`s `drifted_input_columns` and
+  `drifted_input_columns_share`, passed in by the job). Not `DataDriftPreset`: its
+  `DriftedColumnsCount` runs the legacy `DatasetDriftMetric`, which computes every column's
+  drift a second time and renders a second table; measured on a day of the drift demo (24
+  columns, 9,800 rows against 68,000), 3.3 s of the report's 6.3 s, and 2 s more to render;
 * the score's distribution (mean, median, 90th and 99th percentiles) and the alert rate;
 * quality on the window's labelled rows (`LabelledRowsQuality`: average precision, recall and
   precision of the alerts). Evidently's own classification metrics cannot do this: with a
@@ -44,7 +48,6 @@ from evidently.legacy.calculations.stattests.registry import (
 )
 from evidently.legacy.core import ColumnType
 from evidently.metrics import MeanValue, QuantileValue, RowCount, ValueDrift
-from evidently.presets import DataDriftPreset
 
 from fraud.metrics import average_precision
 from monitoring.frames import ALERT, LABEL, SCORE
@@ -64,6 +67,9 @@ MATURED_RECALL = "matured_recall"
 ESTIMATED_AVERAGE_PRECISION = "estimated_average_precision"
 ESTIMATED_AVERAGE_PRECISION_LOWER = "estimated_average_precision_lower"
 ESTIMATED_AVERAGE_PRECISION_UPPER = "estimated_average_precision_upper"
+#: The input columns the verdict found drifted, and their share of the checked inputs.
+DRIFTED_INPUT_COLUMNS = "drifted_input_columns"
+DRIFTED_INPUT_SHARE = "drifted_input_columns_share"
 
 
 class ReportInputError(ValueError):
@@ -234,14 +240,9 @@ def build_report(
     definition = DataDefinition(numerical_columns=numeric)
     # No default test on the row count: a window is not meant to be as large as the reference.
     metrics: list[Any] = [RowCount(tests=[])]
-    if inputs:
-        metrics.append(
-            DataDriftPreset(
-                columns=inputs,
-                per_column_method={c: columns[c][0] for c in inputs},
-                per_column_threshold={c: float(columns[c][1]) for c in inputs},
-            )
-        )
+    metrics += [
+        ValueDrift(column=c, method=columns[c][0], threshold=float(columns[c][1])) for c in inputs
+    ]
     if SCORE in columns:
         method, threshold = columns[SCORE]
         metrics.append(ValueDrift(column=SCORE, method=method, threshold=float(threshold)))

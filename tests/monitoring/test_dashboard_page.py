@@ -26,6 +26,8 @@ from monitoring.dashboard import (
     open_workspace,
 )
 from monitoring.report import (
+    DRIFTED_INPUT_COLUMNS,
+    DRIFTED_INPUT_SHARE,
     ESTIMATED_AVERAGE_PRECISION,
     ESTIMATED_AVERAGE_PRECISION_LOWER,
     ESTIMATED_AVERAGE_PRECISION_UPPER,
@@ -100,6 +102,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             columns=COLUMNS,
             timestamp=start + timedelta(days=day + 1),
             performance={
+                DRIFTED_INPUT_COLUMNS: 2.0 if day >= 2 else 0.0,
+                DRIFTED_INPUT_SHARE: 0.5 if day >= 2 else 0.0,
                 MATURED_AVERAGE_PRECISION: ap,
                 MATURED_RECALL: ap - 0.1,
                 ESTIMATED_AVERAGE_PRECISION: ap + 0.02,
