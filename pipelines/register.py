@@ -3,7 +3,11 @@
 The gate: the new version becomes `@champion` only if it passes every absolute floor of
 `register.gate.floors` and, when a champion exists, beats it on the same test rows: the lower
 bound of the paired-bootstrap confidence interval of AP(new) - AP(champion) must exceed
-`register.gate.min_improvement`. Otherwise it becomes `@challenger`. The decision, its reason and
+`register.gate.min_improvement`. Otherwise it becomes `@challenger`. A floor the champion itself
+misses on the same rows, where the new version does at least as well, does not hold the new
+version back: after a regime change (the drift demo's concept drift: fewer compromised cards a
+day cap card precision@100 below its floor), a floor that no model can pass would keep the
+drifted champion serving forever; the reason names every floor waived so. The decision, its reason and
 the figures of both models are tagged on the version, written to the model card and printed.
 """
 
@@ -25,7 +29,13 @@ import xgboost as xgb
 from mlflow import MlflowClient
 
 from fraud import registry, schema
-from fraud.metrics import BootstrapComparison, paired_bootstrap_ap
+from fraud.metrics import (
+    BootstrapComparison,
+    average_precision,
+    card_precision_at_k,
+    paired_bootstrap_ap,
+    roc_auc,
+)
 from fraud.registry.contract import TAG_PRODUCTION_MD5, TAG_PRODUCTION_WINDOW
 from pipelines.params import GateParams
 
@@ -105,17 +115,56 @@ class Decision:
         return registry.ALIAS_CHAMPION if self.promote else registry.ALIAS_CHALLENGER
 
 
+def waivable_floors(
+    failed: list[str],
+    gate: GateParams,
+    candidate_on_rows: dict[str, float],
+    champion_on_rows: dict[str, float],
+) -> dict[str, str]:
+    """The failed floors (by name) that the champion misses too on the same rows while the
+    candidate does at least as well there, each with a sentence saying so."""
+    waived = {}
+    for name in failed:
+        floor, cand, champ = (
+            gate.floors[name],
+            candidate_on_rows.get(name),
+            champion_on_rows.get(name),
+        )
+        if cand is None or champ is None or not (champ < floor and cand >= champ):
+            continue
+        waived[name] = (
+            f"{name} floor {floor:.4f} waived: the champion is below it too on the same rows "
+            f"({champ:.4f}; this model {cand:.4f})"
+        )
+    return waived
+
+
 def promotion_decision(
     metrics: dict[str, float],
     gate: GateParams,
     comparison: BootstrapComparison | None,
     champion_version: str | None = None,
+    *,
+    candidate_on_rows: dict[str, float] | None = None,
+    champion_on_rows: dict[str, float] | None = None,
 ) -> Decision:
-    """Decide champion or challenger from the candidate's metrics and the paired comparison."""
-    failed = [
-        f"{name} {metrics.get(name, float('nan')):.4f} < floor {floor:.4f}"
+    """Decide champion or challenger from the candidate's metrics and the paired comparison.
+
+    `candidate_on_rows` / `champion_on_rows`: the floors' metrics of both models on the
+    comparison's rows; a floor both miss there, the candidate no worse, is waived (see the
+    module docstring). Without a champion every floor holds."""
+    missed = [
+        name
         for name, floor in gate.floors.items()
         if not (metrics.get(name, float("nan")) >= floor)
+    ]
+    waived = {}
+    if comparison is not None and candidate_on_rows and champion_on_rows:
+        waived = waivable_floors(missed, gate, candidate_on_rows, champion_on_rows)
+    failed = [
+        f"{name} {metrics.get(name, float('nan')):.4f} < floor {gate.floors[name]:.4f}"
+        for name in missed
+        if name not in waived
     ]
     if failed:
         return Decision(
@@ -134,6 +183,8 @@ def promotion_decision(
         f"difference {c.mean_difference:+.4f}, {c.confidence:.0%} CI "
         f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] over {c.n_resamples} paired resamples"
     )
+    if waived:
+        figures += "; " + "; ".join(waived.values())
     if c.ci_low > gate.min_improvement:
         return Decision(True, f"beats the champion: {figures}", [], c.as_dict())
     return Decision(
@@ -143,6 +194,23 @@ def promotion_decision(
         [],
         c.as_dict(),
     )
+
+
+def floor_metrics(
+    frame: pd.DataFrame, scores: np.ndarray, floors: dict[str, float]
+) -> dict[str, float]:
+    """The floors' metrics that can be computed from scores alone (`average_precision`,
+    `roc_auc`, `card_precision_at_<k>`) on `frame`'s labelled rows; others are left out."""
+    y = frame[schema.TX_FRAUD].to_numpy()
+    out = {}
+    for name in floors:
+        if name == "average_precision":
+            out[name] = average_precision(y, scores)
+        elif name == "roc_auc":
+            out[name] = roc_auc(y, scores)
+        elif name.startswith("card_precision_at_") and name.rsplit("_", 1)[1].isdigit():
+            out[name] = card_precision_at_k(frame, scores, int(name.rsplit("_", 1)[1]))
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,6 +296,8 @@ def register_model(
         champion = None
     comparison = None
     champion_version = None
+    candidate_on_rows: dict[str, float] = {}
+    champion_on_rows: dict[str, float] = {}
     # A champion whose features this data lacks cannot be compared: the floors alone decide.
     if champion is not None and set(champion.features) <= set(test_features.columns):
         champion_version = champion.version
@@ -237,8 +307,17 @@ def register_model(
         comparison = paired_bootstrap_ap(
             y, candidate_scores, champ_scores, gate.n_resamples, gate.confidence, seed=0
         )
+        candidate_on_rows = floor_metrics(test_features, candidate_scores, gate.floors)
+        champion_on_rows = floor_metrics(test_features, champ_scores, gate.floors)
     scalar_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    decision = promotion_decision(scalar_metrics, gate, comparison, champion_version)
+    decision = promotion_decision(
+        scalar_metrics,
+        gate,
+        comparison,
+        champion_version,
+        candidate_on_rows=candidate_on_rows,
+        champion_on_rows=champion_on_rows,
+    )
 
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name(lineage, dt.datetime.now(dt.UTC))

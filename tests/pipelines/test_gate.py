@@ -7,9 +7,10 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from fraud import registry
+from fraud import registry, schema
 from fraud.metrics import BootstrapComparison, paired_bootstrap_ap
 from pipelines.params import GateParams
 from pipelines.register import Decision, file_md5, params_sha256, promotion_decision
@@ -155,3 +156,71 @@ def test_params_sha256_ignores_key_order_and_changes_with_any_value() -> None:
     assert len(params_sha256(a)) == 64
     changed = {"train": {"max_depth": 4, "learning_rate": 0.1}, "split": {"train_days": 28}}
     assert params_sha256(changed) != params_sha256(a)
+
+
+def test_a_floor_the_champion_misses_too_on_the_same_rows_is_waived_and_named(
+    better: BootstrapComparison,
+) -> None:
+    metrics = {**PASSING, "roc_auc": 0.7}
+    d = promotion_decision(
+        metrics,
+        gate(),
+        better,
+        "3",
+        candidate_on_rows={"average_precision": 0.7, "roc_auc": 0.72},
+        champion_on_rows={"average_precision": 0.6, "roc_auc": 0.65},
+    )
+    assert d.promote
+    assert "roc_auc floor 0.8000 waived: the champion is below it too" in d.reason
+    assert "(0.6500; this model 0.7200)" in d.reason
+
+
+def test_a_floor_is_held_when_the_champion_passes_it_or_does_better_or_there_is_none(
+    better: BootstrapComparison,
+) -> None:
+    metrics = {**PASSING, "roc_auc": 0.7}
+    champion_passes = {"average_precision": 0.6, "roc_auc": 0.85}
+    champion_better = {"average_precision": 0.6, "roc_auc": 0.75}
+    candidate = {"average_precision": 0.7, "roc_auc": 0.72}
+    for champion in (champion_passes, champion_better):
+        d = promotion_decision(
+            metrics, gate(), better, "3", candidate_on_rows=candidate, champion_on_rows=champion
+        )
+        assert not d.promote and "roc_auc 0.7000 < floor 0.8000" in d.reason
+    first = promotion_decision(
+        metrics, gate(), None, candidate_on_rows=candidate, champion_on_rows=champion_better
+    )
+    assert not first.promote and "fails absolute floors" in first.reason
+
+
+def test_a_waived_floor_does_not_promote_a_model_that_does_not_beat_the_champion(
+    equal: BootstrapComparison,
+) -> None:
+    d = promotion_decision(
+        {**PASSING, "roc_auc": 0.7},
+        gate(),
+        equal,
+        "3",
+        candidate_on_rows={"roc_auc": 0.7},
+        champion_on_rows={"roc_auc": 0.7},
+    )
+    assert not d.promote
+    assert d.reason.startswith("does not beat the champion") and "waived" in d.reason
+
+
+def test_floor_metrics_computes_the_floors_it_can_from_scores_on_the_rows(
+    tiny_features: pd.DataFrame,
+) -> None:
+    from pipelines.register import floor_metrics
+
+    frame = tiny_features.iloc[:20_000]
+    scores = frame[schema.TX_FRAUD].to_numpy() * 0.9 + 0.05  # a perfect ranking
+    out = floor_metrics(
+        frame,
+        scores,
+        {"average_precision": 0.5, "roc_auc": 0.8, "card_precision_at_10": 0.1, "cost": 1.0},
+    )
+    assert out["average_precision"] == pytest.approx(1.0)
+    assert out["roc_auc"] == pytest.approx(1.0)
+    assert 0 < out["card_precision_at_10"] <= 1
+    assert "cost" not in out
