@@ -27,8 +27,10 @@ PRODUCTION ?=
 WINDOW ?=
 LAST ?=
 DASHBOARD_PORT ?= 8085
+WORKSPACE ?= reports/monitoring/workspace
+DEMO_ARGS ?=
 
-.PHONY: help setup system-deps run test test-fast lint format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
+.PHONY: help setup system-deps run test test-fast lint format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -98,8 +100,11 @@ monitor-replay: setup ## FIRST=YYYY-MM-DD LAST=YYYY-MM-DD: the monitoring flow f
 monitor-serve: setup ## serve the daily monitoring deployment (cron 15 0 * * * UTC) on the Prefect server at PREFECT_API_URL
 	python -m monitoring.deploy $(MONITOR_ARGS)
 
-dashboards: setup ## the Evidently UI on the monitoring workspace: http://127.0.0.1:$(DASHBOARD_PORT)
-	python -m monitoring.ui --workspace reports/monitoring/workspace --port $(DASHBOARD_PORT)
+drift-demo: setup ## the whole loop on simulated production, in runs/drift-demo: drift found, retrained through Prefect, gated, served (~10 min; DEMO_ARGS=--help)
+	python -m monitoring.demo run $(DEMO_ARGS)
+
+dashboards: setup ## the Evidently UI on the monitoring workspace (WORKSPACE=, e.g. runs/drift-demo/monitoring/workspace): http://127.0.0.1:$(DASHBOARD_PORT)
+	python -m monitoring.ui --workspace $(WORKSPACE) --port $(DASHBOARD_PORT)
 
 mlflow-ui: setup ## open the MLflow UI on http://127.0.0.1:5000
 	mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000

@@ -1,0 +1,3 @@
+from monitoring.demo.cli import main
+
+main()
