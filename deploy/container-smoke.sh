@@ -9,14 +9,14 @@
 # history.parquet, meta.json), e.g. .cache/serving/model after `make serve`.
 # Environment: IMAGE (default fraud-api:smoke), PORT (default: a free one), SKIP_BUILD=1 to use an
 # existing IMAGE, READY_TIMEOUT (seconds, default 120).
-# Needs `apt-get install -y podman runc debootstrap`; builds the stand-in base image if missing.
+# Needs `apt-get install -y podman runc debootstrap`; builds the image (and the stand-in base image)
+# with deploy/build-api-image.sh, which does nothing when IMAGE is up to date with the sources.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$REPO_ROOT/deploy/containers.conf}
 IMAGE=${IMAGE:-fraud-api:smoke}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
-CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
 fail() {
     echo "SMOKE FAILED: $*" >&2
@@ -37,15 +37,8 @@ fi
 
 t0=$SECONDS
 if [[ -z ${SKIP_BUILD:-} ]]; then
-    "$REPO_ROOT/deploy/build-base-image.sh"
-    echo "==> podman build -t $IMAGE"
-    b0=$SECONDS
-    ca_mount=()
-    [[ -f $CA_BUNDLE ]] && ca_mount=(-v "$CA_BUNDLE:$CA_BUNDLE:ro")
-    podman build --format docker --network host "${ca_mount[@]}" -t "$IMAGE" "$REPO_ROOT" ||
-        fail "podman build failed"
-    echo "image built in $((SECONDS - b0))s; size: $(podman image inspect "$IMAGE" --format '{{.Size}}' |
-        awk '{printf "%.0f MB", $1 / 1e6}')"
+    # Reuses IMAGE when it was built from the same sources (deploy/build-api-image.sh).
+    "$REPO_ROOT/deploy/build-api-image.sh" "$IMAGE" || fail "podman build failed"
 fi
 
 NAME=fraud-api-smoke-$$

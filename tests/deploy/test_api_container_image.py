@@ -3,6 +3,8 @@ model cache written by the real serving loader from the pipeline's registry.
 
 Needs podman (`apt-get install -y podman runc debootstrap`) and root for the one-off base image
 build (deploy/build-base-image.sh); skipped without podman. Select with `pytest -m container`.
+The image is built by deploy/build-api-image.sh, once per state of the sources: the `podman kube
+play` test of k8s/ (tests/k8s/test_kube_play.py) runs the same tag without building it again.
 """
 
 from __future__ import annotations
@@ -33,24 +35,31 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model_cache(pipeline_repo, tmp_path_factory) -> Path:
-    """A serving model cache of the pipeline's @champion, written by serving.model_store."""
+def write_serving_model_cache(tracking_uri: str, cache: Path) -> Path:
+    """A serving model cache of the registry's @champion at `cache`, written by the real loader
+    (serving.model_store); also what tests/k8s/test_kube_play.py mounts into the pod."""
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from serving.model_store import fetch_from_registry
 
-    cache = tmp_path_factory.mktemp("container") / "model"
     # MLFLOW_TRACKING_URI and MLflow's global URI (which set_tracking_uri also writes to the
     # environment) point at the pipeline's store, and both are restored afterwards.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", pipeline_repo.tracking_uri)
-        with tracking_utils._use_tracking_uri(pipeline_repo.tracking_uri):
+        mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        with tracking_utils._use_tracking_uri(tracking_uri):
             model = fetch_from_registry(
                 registry.DEFAULT_MODEL_NAME, registry.ALIAS_CHAMPION, None, cache
             )
     assert model.source == "registry"
     return cache
+
+
+@pytest.fixture(scope="module")
+def model_cache(pipeline_repo, tmp_path_factory) -> Path:
+    """A serving model cache of the pipeline's @champion, written by serving.model_store."""
+    return write_serving_model_cache(
+        pipeline_repo.tracking_uri, tmp_path_factory.mktemp("container") / "model"
+    )
 
 
 def test_container_serves_a_prediction_as_non_root_from_a_cached_model(model_cache: Path) -> None:
