@@ -22,6 +22,8 @@ need python3-venv python3 -c 'import ensurepip, venv'
 need podman command -v podman
 need runc command -v runc
 need debootstrap command -v debootstrap
+# podman kube play's pause container runs catatonit (tests/k8s/test_kube_play.py).
+need catatonit command -v catatonit
 # PostgreSQL's server binaries (Debian keeps initdb and postgres off PATH, under
 # /usr/lib/postgresql/<version>/bin): the prediction log's PostgreSQL tests start their own server.
 need postgresql compgen -G '/usr/lib/postgresql/*/bin/initdb'
