@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from fraud.registry import DEFAULT_MODEL_NAME
 from monitoring.demo.config import DemoConfig
 from monitoring.demo.sandbox import Sandbox, SandboxError, build_sandbox
 from monitoring.demo.services import (
@@ -180,7 +179,7 @@ def replay_days(
             regime_on=day >= production.onset,
             transactions=sent.transactions,
             alerts=sent.alerts,
-            frauds=int(production.of_day(day)["TX_FRAUD"].sum()),
+            frauds=sent.frauds,
             labels_sent=labels,
             served_by=sent.versions,
             drift_detected=summary.drift_detected,
@@ -244,7 +243,7 @@ def summarize(
     """What the demo found, with the models compared on the same drifted transactions."""
     from monitoring.demo.evaluation import compare, daily_average_precision
 
-    model_name = sandbox.monitor.model_name or DEFAULT_MODEL_NAME
+    model_name = sandbox.monitor.model_name
     log = str(sandbox.prediction_log)
     truth = production.frame
     last = production.day(cfg.days - 1) + dt.timedelta(days=1)

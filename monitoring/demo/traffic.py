@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import httpx
@@ -119,6 +120,7 @@ class DaySent:
 
     transactions: int
     alerts: int
+    frauds: int  # the simulation's truth, in the day's transactions
     versions: dict[str, int]  # predictions by the model version that made them
     seconds: float
 
@@ -147,11 +149,11 @@ class ApiClient:
             raise ApiError(f"POST {path} answered {r.status_code}: {r.text[:500]}")
         return r
 
-    def predict(self, rows: pd.DataFrame, batch_size: int) -> DaySent:
-        """Score `rows` in batches, in time order, as the payment system would send them."""
-        t0 = time.perf_counter()
+    def predict(self, rows: pd.DataFrame, batch_size: int) -> tuple[int, Counter[str]]:
+        """Score `rows` in batches, in time order, as the payment system would send them: the
+        alerts, and the predictions by the model version that made them."""
         alerts = 0
-        versions: dict[str, int] = {}
+        versions: Counter[str] = Counter()
         req = rows[REQUEST_COLUMNS]
         for i in range(0, len(req), batch_size):
             part = req.iloc[i : i + batch_size]
@@ -159,8 +161,8 @@ class ApiClient:
             body = b'{"transactions":' + records.encode() + b"}"
             for p in self._post("/predict/batch", body).json()["predictions"]:
                 alerts += bool(p["is_fraud"])
-                versions[p["model_version"]] = versions.get(p["model_version"], 0) + 1
-        return DaySent(len(req), alerts, versions, time.perf_counter() - t0)
+                versions[p["model_version"]] += 1
+        return alerts, versions
 
     def send_labels(self, frauds: pd.DataFrame) -> int:
         """One `POST /feedback` per fraud label (TRANSACTION_ID, LABEL_KNOWN_AT), with the
@@ -185,23 +187,20 @@ class ApiClient:
         t0 = time.perf_counter()
         rows = production.of_day(day)
         slots = rows[schema.TX_DATETIME].dt.floor(SLOT)
-        total = DaySent(0, 0, {}, 0.0)
-        labels = 0
+        alerts, labels = 0, 0
+        versions: Counter[str] = Counter()
         for start, part in rows.groupby(slots, sort=True):
             moment = pd.Timestamp(start).to_pydatetime()
             labels += self.send_labels(production.labels_known(labels_until, moment))
             labels_until = moment
-            sent = self.predict(part, batch_size)
-            versions = dict(total.versions)
-            for v, n in sent.versions.items():
-                versions[v] = versions.get(v, 0) + n
-            total = DaySent(
-                total.transactions + sent.transactions, total.alerts + sent.alerts, versions, 0.0
-            )
+            slot_alerts, slot_versions = self.predict(part, batch_size)
+            alerts += slot_alerts
+            versions.update(slot_versions)
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
         labels += self.send_labels(production.labels_known(labels_until, end))
-        total = DaySent(total.transactions, total.alerts, total.versions, time.perf_counter() - t0)
-        return total, labels, end
+        frauds = int(rows[schema.TX_FRAUD].sum())
+        sent = DaySent(len(rows), alerts, frauds, dict(versions), time.perf_counter() - t0)
+        return sent, labels, end
 
     def serving_version(self) -> str | None:
         r = self.http.get("/ready")
