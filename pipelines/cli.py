@@ -315,6 +315,67 @@ def retrain(
     console.print(state)
 
 
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="registered model (default: params.yaml's register.model_name)"),
+]
+ReasonOpt = Annotated[
+    str, typer.Option("--reason", help="why: recorded on the version with who and when")
+]
+ByOpt = Annotated[
+    str | None, typer.Option("--by", help="who (default: $FRAUD_OPERATOR, else the login name)")
+]
+
+
+def _model_name(model: str | None, params: Path) -> str:
+    if model:
+        return model
+    return _load(params).register_.model_name if params.exists() else "fraud-detector"
+
+
+def _print_move(move: Any) -> None:
+    console.print(
+        f"[green]✓[/] {escape(move.model_name)}: @champion v{move.replaced or '-'} -> "
+        f"v{move.champion} ({move.action} by {escape(move.by)}); @previous: "
+        f"{'v' + move.previous if move.previous else 'none'}",
+        highlight=False,
+    )
+    console.print(
+        "  the API serves it after its next alias poll (FRAUD_RELOAD_POLL_SECONDS) or "
+        "POST /admin/reload",
+        highlight=False,
+    )
+
+
+@app.command()
+@_domain_errors
+def promote(
+    version: Annotated[str, typer.Argument(help="the registry version to make @champion")],
+    reason: ReasonOpt,
+    model: ModelOpt = None,
+    by: ByOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Make VERSION the @champion by hand; the champion it replaces becomes @previous."""
+    from pipelines.promote import promote as promote_version
+
+    _print_move(promote_version(_model_name(model, params), version, reason=reason, by=by))
+
+
+@app.command()
+@_domain_errors
+def rollback(
+    reason: ReasonOpt,
+    model: ModelOpt = None,
+    by: ByOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Put @champion back on @previous (the champion before the last `fraud promote`)."""
+    from pipelines.promote import rollback as rollback_champion
+
+    _print_move(rollback_champion(_model_name(model, params), reason=reason, by=by))
+
+
 @app.command()
 def plots(out: Annotated[Path, typer.Option("--out")] = Path("reports/plots")) -> None:
     """Render the DVC plots to an HTML page that works offline."""
