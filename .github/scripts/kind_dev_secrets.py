@@ -35,9 +35,26 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 USER_SECRETS = ROOT / "k8s" / "user-secrets.yaml"
 
-#: (secret, key) -> value template for composite values. The lead adjusts these to the platform
-#: manifests' Secret names (k8s/user-secrets.yaml); `{password:<id>}` is a generated password.
-TEMPLATES: dict[tuple[str, str], str] = {}
+#: (secret, key) -> value template, for values that are not a bare random string: URLs that
+#: repeat a password of another Secret, and user names. `{password:<id>}` is a generated password
+#: (hex: safe inside a URL). Keep in step with k8s/user-secrets.yaml: tests/deploy/
+#: test_workflows.py fails on a template for a key that is not listed there.
+TEMPLATES: dict[tuple[str, str], str] = {
+    # k8s/platform/postgres: one role per service; the URLs below repeat these passwords.
+    ("postgres-credentials", "superuser-password"): "{password:postgres-superuser}",
+    ("postgres-credentials", "mlflow-password"): "{password:postgres-mlflow}",
+    ("postgres-credentials", "prefect-password"): "{password:postgres-prefect}",
+    ("postgres-credentials", "fraud-password"): "{password:postgres-fraud}",
+    # k8s/platform/mlflow: its stores on that PostgreSQL, and its basic-auth users.
+    ("mlflow-server", "backend-store-uri"): (
+        "postgresql+psycopg://mlflow:{password:postgres-mlflow}@postgres:5432/mlflow"
+    ),
+    ("mlflow-server", "auth-database-uri"): (
+        "postgresql+psycopg://mlflow:{password:postgres-mlflow}@postgres:5432/mlflow_auth"
+    ),
+    ("mlflow-server", "admin-username"): "admin",
+    ("mlflow-client-credentials", "username"): "fraud-ci",
+}
 
 PLACEHOLDER = re.compile(r"\{password:([a-z0-9-]+)\}")
 LOOKS_LIKE_URL = re.compile(r"(^|-)(url|uri|dsn)$")

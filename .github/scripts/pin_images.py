@@ -43,9 +43,13 @@ def image_entry(spec: str) -> dict[str, str]:
     m = TAGGED.match(ref)
     # A ':' inside the last path segment is a tag; one before a '/' is a registry port.
     if m is None or "/" in m["tag"]:
-        raise ImageRefError(f"{spec!r}: {ref} has no tag or digest (never deploy an implicit latest)")
+        raise ImageRefError(
+            f"{spec!r}: {ref} has no tag or digest (never deploy an implicit latest)"
+        )
     if m["tag"] == "latest":
-        raise ImageRefError(f"{spec!r}: the tag 'latest' is not deployable (pin a version or digest)")
+        raise ImageRefError(
+            f"{spec!r}: the tag 'latest' is not deployable (pin a version or digest)"
+        )
     return {"name": name, "newName": m["name"], "newTag": m["tag"]}
 
 

@@ -92,11 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dvc-file", required=True)
     args = parser.parse_args(argv)
     try:
-        docs = [json.loads(p.read_text()) for p in (args.summary, args.base, args.new, args.registration)]
+        summary, base, new, registration = (
+            json.loads(p.read_text())
+            for p in (args.summary, args.base, args.new, args.registration)
+        )
     except (OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sys.stdout.write(body(*docs, args.dvc_file))
+    sys.stdout.write(body(summary, base, new, registration, args.dvc_file))
     return 0
 
 
