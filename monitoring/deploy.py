@@ -1,17 +1,22 @@
-"""`python -m monitoring.deploy`: serve the monitoring flow on a Prefect server, daily.
+"""`python -m monitoring.deploy`: the monitoring flow on a Prefect server, daily.
 
 The deployment and its schedule are declared here, in code: `monitoring/daily`, cron
 "15 0 * * *" in UTC, each run checking the day that ended at midnight (`end="scheduled"`) over
-the prediction log. This process is the worker: it polls the server and runs each scheduled
-(or manually triggered) flow run in a subprocess, until stopped (Ctrl-C). It needs a Prefect
-server (PREFECT_API_URL), which keeps the schedule; Prefect's temporary local server dies with
-the process that started it, so it cannot hold one.
+the prediction log. It needs a Prefect server (PREFECT_API_URL), which keeps the schedule;
+Prefect's temporary local server dies with the process that started it, so it cannot hold one.
+
+By default this process is the worker: it polls the server and runs each scheduled (or manually
+triggered) flow run in a subprocess, until stopped (Ctrl-C). With `--work-pool NAME --image
+IMAGE` it registers the deployment on that work pool instead and exits: the pool's worker (on
+Kubernetes, k8s/platform/prefect/) starts each run as a job of IMAGE. Registering again updates
+the deployment in place.
 
     prefect server start --host 127.0.0.1 --port 4200 &        # once, in its own terminal
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     python -m monitoring.deploy                                 # serve monitoring/daily
     prefect deployment run monitoring/daily                     # a run now, besides the schedule
     python -m monitoring.deploy --dry-run                       # show the deployment, serve nothing
+    python -m monitoring.deploy --work-pool k8s --image fraud-platform:0.1.0   # register only
 """
 
 from __future__ import annotations
@@ -101,6 +106,40 @@ def describe(deployment: RunnerDeployment) -> dict[str, Any]:
     }
 
 
+def register(deployment: RunnerDeployment, work_pool: str, image: str) -> None:
+    """Create or update the deployment on `work_pool`, its runs to run in `image` (nothing is
+    built or pushed); exit 1 with the server's reason when it refuses (e.g. no such pool)."""
+    from prefect import get_client
+    from prefect.deployments.runner import DeploymentApplyError
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(work_pool)
+        except ObjectNotFound:
+            print(
+                f"error: --work-pool {work_pool}: the Prefect server has no work pool of that "
+                f"name; create it first (prefect work-pool create {work_pool} --type kubernetes "
+                "--base-job-template FILE)",
+                file=sys.stderr,
+            )
+            raise typer.Exit(1) from None
+    try:
+        # `apply` rather than `prefect.deploy`: the latter refuses an image for a pool whose
+        # template has no `image` variable (a process pool) and prints a table.
+        deployment_id = deployment.apply(work_pool_name=work_pool, image=image)
+    except DeploymentApplyError as e:
+        print(
+            f"error: registering monitoring/{deployment.name} on work pool {work_pool}: {e}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1) from None
+    print(
+        f"registered monitoring/{deployment.name} ({deployment_id}) on work pool {work_pool}, "
+        f"image {image}"
+    )
+
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -123,14 +162,31 @@ def serve(
     training_deployment: Annotated[
         str, typer.Option(help="the training deployment a triggered retraining runs")
     ] = TRAINING_DEPLOYMENT,
+    work_pool: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="register the deployment on this work pool and exit, instead of serving it",
+        ),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="the image the work pool's jobs run (with --work-pool)")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the deployment as JSON and serve nothing")
     ] = False,
 ) -> None:
-    """Serve the monitoring flow on the Prefect server at PREFECT_API_URL, on a daily schedule.
+    """Serve the monitoring flow on the Prefect server at PREFECT_API_URL, on a daily schedule
+    (or, with --work-pool and --image, register it on a work pool and exit).
 
-    Runs until stopped; each scheduled run checks the day that ended at midnight (UTC).
+    Serving runs until stopped; each scheduled run checks the day that ended at midnight (UTC).
     """
+    if (work_pool is None) != (image is None):
+        print(
+            "error: --work-pool and --image go together: the pool's jobs need an image",
+            file=sys.stderr,
+        )
+        raise typer.Exit(2)
     try:
         deployment = monitoring_deployment(
             name=name,
@@ -145,7 +201,10 @@ def serve(
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(1) from None
     if dry_run:
-        print(json.dumps(describe(deployment), indent=2))
+        shown = describe(deployment)
+        if work_pool is not None:
+            shown |= {"work_pool": work_pool, "image": image}
+        print(json.dumps(shown, indent=2))
         return
     from prefect.settings import PREFECT_API_URL
 
@@ -157,6 +216,9 @@ def serve(
             file=sys.stderr,
         )
         raise typer.Exit(1)
+    if work_pool is not None and image is not None:
+        register(deployment, work_pool, image)
+        return
     from prefect import serve as prefect_serve
 
     prefect_serve(deployment)

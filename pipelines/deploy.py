@@ -1,15 +1,25 @@
-"""Serve the `retraining` flow as the Prefect deployment `retraining/production`.
+"""Put the training side's Prefect flows on a Prefect server: serve one, or register them on a
+work pool.
 
-The monitoring flow starts a retraining through it, never by importing `pipelines`:
+The monitoring flow starts a retraining through the deployment `retraining/production`, never by
+importing `pipelines`:
 
     run_deployment("retraining/production",
                    parameters={"production_path": ..., "production_window": ...})
 
-A deployment lives on a Prefect server: set PREFECT_API_URL (e.g. after `prefect server start`)
-and run `python -m pipelines.deploy` from the project directory; the process serves the
-deployment's runs until stopped. Without PREFECT_API_URL it refuses (exit 1): Prefect's temporary
-server would vanish with the process and the deployment with it. `--dry-run` prints what would
-be served.
+Two ways to run it, both need a Prefect server that outlives this process (PREFECT_API_URL;
+without it the command refuses, exit 1: Prefect's temporary server would vanish with the process
+and the deployment with it):
+
+* serve (the default, on one machine): `python -m pipelines.deploy` serves
+  `retraining/production` from this process, which runs each flow run as a subprocess until
+  stopped;
+* work pool (Kubernetes): `python -m pipelines.deploy --work-pool NAME --image IMAGE` registers
+  `training/production` and `retraining/production` on the work pool and exits; the pool's
+  worker starts each flow run as a job of IMAGE. Re-running it updates both deployments in place
+  (Prefect identifies a deployment by flow and name), so it is safe to repeat.
+
+`--dry-run` prints what would be served or registered.
 """
 
 from __future__ import annotations
@@ -18,19 +28,34 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.deployments.runner import RunnerDeployment
 
 DEPLOYMENT_NAME = "production"
 FLOW_NAME = "retraining"
 #: What `run_deployment` names: "<flow>/<deployment>".
 FULL_NAME = f"{FLOW_NAME}/{DEPLOYMENT_NAME}"
+#: The training flow's deployment on a work pool (the DVC-versioned data alone).
+TRAINING_FLOW_NAME = "training"
+TRAINING_FULL_NAME = f"{TRAINING_FLOW_NAME}/{DEPLOYMENT_NAME}"
 
 
-def build_deployment(params_path: str, repo: str, workdir: str) -> RunnerDeployment:
-    """The `retraining/production` deployment, with the run-independent parameters set."""
+def build_deployment(
+    params_path: str, repo: str, workdir: str, *, by_module: bool = False
+) -> RunnerDeployment:
+    """The `retraining/production` deployment, with the run-independent parameters set.
+
+    by_module: name the flow by its module path (`pipelines.flows.retraining`) instead of this
+    checkout's file, for a work pool whose jobs run elsewhere (an image with the project
+    installed) and so know no file path of the registering machine.
+    """
+    from prefect.flows import EntrypointType
+
     from pipelines.flows import retraining
 
     # `to_deployment` is sync-compatible: called from synchronous code it returns the value.
@@ -39,41 +64,131 @@ def build_deployment(params_path: str, repo: str, workdir: str) -> RunnerDeploym
         retraining.to_deployment(
             name=DEPLOYMENT_NAME,
             parameters={"params_path": params_path, "repo": repo, "workdir": workdir},
+            entrypoint_type=EntrypointType.MODULE_PATH if by_module else EntrypointType.FILE_PATH,
+        ),
+    )
+
+
+def build_training_deployment(params_path: str, repo: str, workdir: str) -> RunnerDeployment:
+    """The `training/production` deployment (by module path, for a work pool): train, evaluate
+    and register from the DVC-versioned data of `repo`; a run may set `rev`."""
+    from prefect.flows import EntrypointType
+
+    from pipelines.flows import training
+
+    return cast(
+        "RunnerDeployment",
+        training.to_deployment(
+            name=DEPLOYMENT_NAME,
+            parameters={"params_path": params_path, "repo": repo, "workdir": workdir},
+            description="Train, evaluate, gate and register a model from the DVC-versioned data.",
+            tags=["training"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
         ),
     )
 
 
 def deployment_summary(dep: RunnerDeployment) -> dict[str, Any]:
-    """The deployment's name, entrypoint and default parameters, as Prefect will serve it."""
-    return {
+    """The deployment's name, entrypoint and default parameters, as Prefect will run it."""
+    summary: dict[str, Any] = {
         "name": f"{dep.flow_name}/{dep.name}",
         "entrypoint": dep.entrypoint,
         "parameters": dep.parameters,
-        "required_at_run": ["production_path"],
-        "optional_at_run": ["production_window", "run_prequential"],
     }
+    if dep.flow_name == FLOW_NAME:
+        summary["required_at_run"] = ["production_path"]
+        summary["optional_at_run"] = ["production_window", "run_prequential"]
+    else:
+        summary["optional_at_run"] = ["rev", "run_prequential"]
+    return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+class WorkPoolNotFoundError(LookupError):
+    """The Prefect server has no work pool of that name."""
+
+
+def register_on_work_pool(
+    deployments: Sequence[RunnerDeployment], work_pool: str, image: str
+) -> list[UUID]:
+    """Create or update each deployment on `work_pool`, its flow runs to run in `image`.
+
+    Nothing is built or pushed: the image exists already (deploy/platform.Dockerfile). Raises
+    WorkPoolNotFoundError, naming the pool, when the server has none of that name (create it
+    first: `prefect work-pool create NAME --type kubernetes --base-job-template FILE`).
+    """
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(work_pool)
+        except ObjectNotFound:
+            raise WorkPoolNotFoundError(
+                f"--work-pool {work_pool}: the Prefect server has no work pool of that name; "
+                f"create it first (prefect work-pool create {work_pool} --type kubernetes "
+                "--base-job-template FILE)"
+            ) from None
+    # `apply` rather than `prefect.deploy`: the latter refuses an image for a pool whose
+    # template has no `image` variable (a process pool, as in the tests) and prints a table.
+    # Called from sync code, `apply` returns the id (not a coroutine).
+    return [cast("UUID", d.apply(work_pool_name=work_pool, image=image)) for d in deployments]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.deploy",
         description=(
-            f"Serve the Prefect flow `{FLOW_NAME}` as the deployment `{FULL_NAME}` (needs "
-            "PREFECT_API_URL). Trigger it with run_deployment"
+            f"Serve the Prefect flow `{FLOW_NAME}` as the deployment `{FULL_NAME}`, or with "
+            f"--work-pool register `{TRAINING_FULL_NAME}` and `{FULL_NAME}` on a work pool "
+            "(needs PREFECT_API_URL). Trigger a retraining with run_deployment"
             f"('{FULL_NAME}', parameters={{'production_path': ..., 'production_window': ...}})."
         ),
     )
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     parser.add_argument("--repo", default=".", help="the DVC/git repository (default .)")
-    parser.add_argument("--workdir", default="runs/retrain", help="the flow's working directory")
+    parser.add_argument("--workdir", default="runs/retrain", help="the retraining's working dir")
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the deployment's name, entrypoint, parameters"
+        "--training-workdir",
+        default="runs/flow",
+        help="the training flow's working directory (with --work-pool; default runs/flow)",
     )
+    parser.add_argument(
+        "--work-pool",
+        default=None,
+        metavar="NAME",
+        help="register the training and retraining deployments on this work pool and exit, "
+        "instead of serving",
+    )
+    parser.add_argument(
+        "--image", default=None, help="the image the work pool's jobs run (with --work-pool)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the deployments; serve or register nothing"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    dep = build_deployment(args.params, args.repo, args.workdir)
+    if (args.work_pool is None) != (args.image is None):
+        parser.error("--work-pool and --image go together: the pool's jobs need an image")
+    pooled = args.work_pool is not None
+    dep = build_deployment(args.params, args.repo, args.workdir, by_module=pooled)
+    deployments = [dep]
+    if pooled:
+        training = build_training_deployment(args.params, args.repo, args.training_workdir)
+        deployments = [training, dep]
     summary = deployment_summary(dep)
     if args.dry_run:
-        print(json.dumps(summary, indent=2))
+        shown: dict[str, Any] = summary
+        if pooled:
+            shown = {
+                "work_pool": args.work_pool,
+                "image": args.image,
+                "deployments": [deployment_summary(d) for d in deployments],
+            }
+        print(json.dumps(shown, indent=2))
         return 0
     if not os.environ.get("PREFECT_API_URL"):
         print(
@@ -83,6 +198,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if pooled:
+        try:
+            ids = register_on_work_pool(deployments, args.work_pool, args.image)
+        except WorkPoolNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        for d, deployment_id in zip(deployments, ids, strict=True):
+            print(
+                f"registered {d.flow_name}/{d.name} ({deployment_id}) on work pool "
+                f"{args.work_pool}, image {args.image}",
+                flush=True,
+            )
+        return 0
     from prefect import serve
 
     print(f"serving {summary['name']} ({summary['entrypoint']}); Ctrl-C stops it", flush=True)
