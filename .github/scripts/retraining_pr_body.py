@@ -78,7 +78,7 @@ def body(
         "",
         "Merging records this data in the repository's history, so this model's training data "
         "can be restored (`dvc pull`). The gate has already set the alias above in the registry; "
-        "to undo it, `fraud rollback --reason ...` (docs/ci-cd.md).",
+        "to undo it, `fraud rollback --reason ...` (docs/ci-cd.md, monitor.yml).",
     ]
     return "\n".join(lines) + "\n"
 
