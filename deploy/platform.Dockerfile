@@ -1,0 +1,88 @@
+# The platform image `fraud-platform`: everything around the prediction API runs from it on
+# Kubernetes (k8s/platform/): the MLflow tracking server (basic-auth app, PostgreSQL backend, S3
+# artifacts), the Prefect server and its Kubernetes worker, the Evidently UI, and the flow-run
+# jobs (`python -m pipelines...`, `python -m monitoring`). One image, so that the server, the
+# worker and the jobs always run the same code and the same pinned versions.
+#
+# Build it with deploy/build-platform-image.sh (podman; it assembles the build context, so the
+# repository's .dockerignore, which serves the API image, does not apply here):
+#   deploy/build-platform-image.sh                 # -> fraud-platform:0.1.0
+#
+# The context (assembled by the script): pyproject.toml, README.md (the package's readme),
+# constraints.txt, params.yaml, dvc.yaml and the four packages fraud/, pipelines/, serving/,
+# monitoring/.
+#
+# No secret in the image: database URLs, S3 keys and MLflow credentials come from the
+# environment (Kubernetes Secrets, k8s/user-secrets.yaml).
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# --- builder: the project and its `platform` extra in a venv --------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DEFAULT_TIMEOUT=120 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+# Dependencies first, in a layer that changes only with pyproject.toml and constraints.txt: a
+# stub of each package lets pip resolve and install the project's requirements before the code
+# is copied. PIP_CERT: the system bundle (the build host's, mounted read-only at build time on
+# machines behind a TLS-intercepting proxy; the image's own otherwise).
+COPY pyproject.toml README.md constraints.txt ./
+RUN for p in fraud pipelines serving monitoring; do mkdir -p "$p" && touch "$p/__init__.py"; done \
+    && PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+        /opt/venv/bin/pip install --no-cache-dir -c constraints.txt '.[platform]' \
+    && /opt/venv/bin/pip uninstall --yes fraud-mlops \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools
+# The stub project is gone again (the code runs from /app, below): pip check makes a broken pin
+# fail the build, not a pod; pip and setuptools are dropped, nothing needs them at run time. The
+# code is checked here, in the builder, by importing every service's entry module.
+COPY fraud ./fraud
+COPY pipelines ./pipelines
+COPY serving ./serving
+COPY monitoring ./monitoring
+RUN /opt/venv/bin/python -c "import pipelines.flows, monitoring.flows, serving.app, mlflow.server.auth, prefect_kubernetes, boto3"
+
+# --- runtime ------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="fraud-platform" \
+      org.opencontainers.image.description="Fraud-detection MLOps platform: MLflow server, Prefect server and worker, Evidently UI, flow jobs" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# uid/gid 10001 like the API image. HOME holds what the tools write (Prefect's profile, MLflow's
+# generated auth config): an emptyDir in Kubernetes, so it must belong to the user in the image
+# (podman kube play creates an emptyDir owned like the image's path).
+RUN groupadd --gid 10001 fraud \
+    && useradd --uid 10001 --gid 10001 --home-dir /var/lib/fraud --no-create-home \
+        --shell /usr/sbin/nologin fraud \
+    && mkdir -p /var/lib/fraud \
+    && chown 10001:10001 /var/lib/fraud
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+# The code and the pipeline's params: flows and jobs run `python -m ...` from here (the packages
+# are found through PYTHONPATH; the venv has only their dependencies, so there is no `fraud`
+# command: `python -m pipelines.cli` is the same thing).
+COPY fraud ./fraud
+COPY pipelines ./pipelines
+COPY serving ./serving
+COPY monitoring ./monitoring
+COPY params.yaml dvc.yaml pyproject.toml ./
+# Offline-safe defaults (../../shared/STACK.md): no telemetry, Prefect's home under HOME, MLflow's
+# job workers off (they cost 3 GiB). Everything else is set by the manifests.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/var/lib/fraud \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+    DO_NOT_TRACK=true \
+    PREFECT_HOME=/var/lib/fraud/.prefect \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    DVC_NO_ANALYTICS=1 \
+    ITERATIVE_DO_NOT_TRACK=1 \
+    GIT_PYTHON_REFRESH=quiet
+USER 10001:10001
+# No default service: each Deployment or Job names its command (k8s/platform/<service>/).
+CMD ["python", "-c", "print('fraud-platform: run mlflow server, prefect server start, prefect worker start, evidently ui or python -m <module>')"]
