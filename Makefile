@@ -29,8 +29,20 @@ LAST ?=
 DASHBOARD_PORT ?= 8085
 WORKSPACE ?= reports/monitoring/workspace
 DEMO_ARGS ?=
+KUBECTL ?= kubectl
+# checkov lives in a venv of its own: its pinned dependencies conflict with the project's
+# (deploy/checkov-requirements.txt says which).
+CHECKOV_VENV ?= .venv-checkov
+# Every image's Dockerfile: the API's, and the others' under deploy/ (platform.Dockerfile, ...).
+DOCKERFILES = Dockerfile $(sort $(wildcard deploy/*.Dockerfile))
+# The delivery's shell scripts (the workflows' inline run: scripts go through actionlint).
+SHELL_SCRIPTS = .ci/run $(sort $(wildcard deploy/*.sh .github/scripts/*.sh))
+# The overlays as a cluster gets them, rendered by kubectl (checkov's own kustomize support
+# shells out to a kubectl/kustomize of its choosing and wants the network): kept after the run,
+# so that the line numbers in checkov's findings can be looked up.
+LINT_RENDERS := .cache/lint-deploy
 
-.PHONY: help setup system-deps run test test-fast lint format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
+.PHONY: help setup system-deps run test test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -65,6 +77,43 @@ lint: setup ## ruff (lint + format check) and mypy
 	ruff check .
 	ruff format --check .
 	mypy
+
+$(CHECKOV_VENV)/.installed: deploy/checkov-requirements.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@# --no-deps: the file pins the whole resolved set; pip check proves it consistent.
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --no-deps -r deploy/checkov-requirements.txt
+	$(CHECKOV_VENV)/bin/python -m pip check
+	@touch $@
+
+checkov-setup: $(CHECKOV_VENV)/.installed ## create checkov's own venv (.venv-checkov, pinned by deploy/checkov-requirements.txt)
+
+# Every linter runs even when one before it failed, so that one run lists every finding; the
+# target fails at the end, naming the linters that did. All of them work offline.
+lint-deploy: setup checkov-setup ## lint the delivery files offline: yamllint, hadolint, actionlint, shellcheck, checkov (rendered overlays, Dockerfiles, workflows)
+	@command -v $(KUBECTL) >/dev/null || { echo "ERROR: kubectl is not installed: lint-deploy renders" \
+		"k8s/overlays/* with \`kubectl kustomize\` (kubectl has kustomize built in; CI machines have it" \
+		"at /usr/bin/kubectl)" >&2; exit 1; }
+	@# actionlint checks the workflows' run: scripts only when shellcheck is on PATH, silently
+	@# skipping them otherwise: make its absence an error.
+	@command -v shellcheck >/dev/null || { echo "ERROR: shellcheck is not installed: actionlint" \
+		"would skip the workflows' scripts; make system-deps installs it (Debian: shellcheck)" >&2; exit 1; }
+	@failed=(); \
+	run() { local name=$$1; shift; printf '\n==> %s: %s\n' "$$name" "$$*"; "$$@" || failed+=("$$name"); }; \
+	run yamllint yamllint --strict k8s .github compose.yaml .hadolint.yaml .checkov.yaml; \
+	run hadolint hadolint --no-color --config .hadolint.yaml $(DOCKERFILES); \
+	run actionlint actionlint -no-color; \
+	run shellcheck shellcheck $(SHELL_SCRIPTS); \
+	mkdir -p $(LINT_RENDERS); renders=(); \
+	for overlay in dev prod; do \
+		out=$(LINT_RENDERS)/k8s-overlays-$$overlay.yaml; \
+		if $(KUBECTL) kustomize k8s/overlays/$$overlay >"$$out"; then renders+=(-f "$$out"); \
+		else failed+=("kubectl kustomize k8s/overlays/$$overlay"); fi; \
+	done; \
+	run checkov env CKV_SKIP_PACKAGE_UPDATE_CHECK=true $(CHECKOV_VENV)/bin/checkov \
+		--config-file .checkov.yaml --framework kubernetes dockerfile github_actions \
+		"$${renders[@]}" $(addprefix -f ,$(DOCKERFILES)) $(addprefix -f ,$(sort $(wildcard .github/workflows/*.yml .github/workflows/*.yaml))); \
+	if (( $${#failed[@]} )); then printf '\nlint-deploy FAILED: %s\n' "$${failed[*]}" >&2; exit 1; fi; \
+	printf '\nlint-deploy: all passed\n'
 
 format: setup ## apply ruff's fixes and formatting
 	ruff check --fix .

@@ -33,6 +33,9 @@ need redis-server command -v redis-server
 need wrk command -v wrk
 # The browser test drives a headless chromium.
 need chromium command -v chromium
+# make lint-deploy: shellcheck on the delivery's scripts, and actionlint runs it on the workflows'
+# run: steps (silently skipping them without it).
+need shellcheck command -v shellcheck
 # npm installs Vega for the offline DVC plots (pipelines/dvc_plots.py) and their test.
 need npm command -v npm
 
