@@ -16,6 +16,9 @@ from pipelines import promote as p
 from pipelines.cli import app
 from tests.serving.conftest import copy_registry, mlflow_tracking_uri
 
+# A real MLflow store (its tables take about 10 s to create): the integration tier.
+pytestmark = pytest.mark.integration
+
 MODEL = registry.DEFAULT_MODEL_NAME
 
 
