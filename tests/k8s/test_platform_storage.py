@@ -24,18 +24,22 @@ import psycopg
 import pytest
 import yaml
 
+from tests.k8s.test_manifests import APP_UID as API_UID
 from tests.k8s.test_manifests import (
-    KUBERNETES_VERSION,
     containers,
     kubectl,
+    missing_resources,
     named,
     of_kind,
     pod_specs,
     references,
     secrets_with_data,
     selects,
+    unpinned_images,
     user_secrets,
+    validate,
 )
+from tests.k8s.test_manifests import security_violations as base_security_violations
 from tests.pg_server import postgres_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,16 +94,6 @@ def render_all() -> list[Obj]:
     return [o for s in SERVICES for o in render(s)]
 
 
-def validate(path: Path) -> subprocess.CompletedProcess[str]:
-    cli = Path(sys.executable).with_name("kubernetes-validate")
-    return subprocess.run(
-        [str(cli), "--strict", "--quiet", "-k", KUBERNETES_VERSION, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def workloads(objs: list[Obj], kinds: tuple[str, ...] = ("Deployment", "StatefulSet")) -> list[Obj]:
     return [o for o in objs if o["kind"] in kinds]
 
@@ -127,57 +121,25 @@ def missing_probes(objs: list[Obj]) -> list[str]:
     ]
 
 
-def missing_resources(objs: list[Obj]) -> list[str]:
-    return [
-        f"{where} {c['name']}: no {bound}.{r}"
-        for where, pod in pod_specs(objs)
-        for c in containers(pod)
-        for bound in ("requests", "limits")
-        for r in ("cpu", "memory")
-        if r not in c.get("resources", {}).get(bound, {})
-    ]
-
-
-def unpinned_images(objs: list[Obj]) -> list[str]:
-    problems = []
-    for where, pod in pod_specs(objs):
-        for c in containers(pod):
-            tag = c["image"].rsplit("/", 1)[-1].partition(":")[2]
-            if "@sha256:" not in c["image"] and (not tag or tag == "latest"):
-                problems.append(f"{where} {c['name']}: image {c['image']!r} is not pinned")
-    return problems
-
-
 def security_violations(objs: list[Obj]) -> list[str]:
-    problems = []
+    """test_manifests.py's restricted security context, with each image's own user instead of
+    the API's, and no service-link variables."""
+    problems = [
+        p
+        for p in base_security_violations(objs)
+        if f"runAsUser is not the image's user {API_UID}" not in p
+    ]
     for where, pod in pod_specs(objs):
-        psc = pod.get("securityContext", {})
-        if pod.get("automountServiceAccountToken") is not False:
-            problems.append(f"{where}: automountServiceAccountToken is not false")
         if pod.get("enableServiceLinks") is not False:
             problems.append(f"{where}: enableServiceLinks is not false")
-        if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
-            problems.append(f"{where}: pod seccompProfile is not RuntimeDefault")
+        psc = pod.get("securityContext", {})
         for c in containers(pod):
-            csc = c.get("securityContext", {})
-            name = f"{where} {c['name']}"
-            uid = csc.get("runAsUser", psc.get("runAsUser"))
+            uid = c.get("securityContext", {}).get("runAsUser", psc.get("runAsUser"))
             expected = IMAGE_UIDS.get(image_name(c["image"]))
-            if not csc.get("runAsNonRoot", psc.get("runAsNonRoot")):
-                problems.append(f"{name}: runAsNonRoot is not true")
             if expected is None or uid != expected:
-                problems.append(f"{name}: runAsUser {uid} is not the image's user {expected}")
-            if csc.get("readOnlyRootFilesystem") is not True:
-                problems.append(f"{name}: readOnlyRootFilesystem is not true")
-            if csc.get("allowPrivilegeEscalation") is not False:
-                problems.append(f"{name}: allowPrivilegeEscalation is not false")
-            if csc.get("privileged"):
-                problems.append(f"{name}: privileged")
-            caps = csc.get("capabilities", {})
-            if caps.get("drop") != ["ALL"] or caps.get("add"):
-                problems.append(f"{name}: capabilities are not drop [ALL] with nothing added")
-            if csc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
-                problems.append(f"{name}: seccompProfile is not RuntimeDefault")
+                problems.append(
+                    f"{where} {c['name']}: runAsUser {uid} is not the image's user {expected}"
+                )
     return problems
 
 
