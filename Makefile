@@ -55,7 +55,7 @@ print-env: ## print the offline.env variables as the targets' commands see them
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,platform]'
 	@touch $@
 
 setup: $(VENV)/.installed ## create the venv and install the project (pinned by constraints.txt)

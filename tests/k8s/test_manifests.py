@@ -29,6 +29,15 @@ USER_SECRETS_FILE = K8S / "user-secrets.yaml"
 #: A recent Kubernetes release whose schemas kubernetes-validate bundles.
 KUBERNETES_VERSION = "1.35.0"
 APP_UID = 10001  # the Dockerfile's `fraud` user
+#: The non-root user each image runs as: the images' own users (SeaweedFS's binary runs as any).
+IMAGE_UIDS = {
+    "fraud-api": APP_UID,  # ../Dockerfile's `fraud`
+    "fraud-platform": APP_UID,  # deploy/platform.Dockerfile's `fraud`
+    "docker.io/library/postgres": 999,  # the official image's `postgres`
+    "docker.io/library/redis": 999,  # the official image's `redis`
+    "docker.io/chrislusf/seaweedfs": 10002,
+    "docker.io/nginxinc/nginx-unprivileged": 10001,  # any uid: it writes only its emptyDirs
+}
 
 Obj = dict[str, Any]
 
@@ -122,8 +131,12 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def missing_probes(objs: list[Obj]) -> list[str]:
+    """Every long-running container has readiness and liveness probes (a Job's run to completion
+    and have none); the API a startup probe too."""
     problems = []
     for where, pod in pod_specs(objs):
+        if where.startswith("Job/"):
+            continue
         for c in containers(pod, init=False):
             wanted = ["readinessProbe", "livenessProbe"]
             if c["name"] == "api":
@@ -251,12 +264,36 @@ def unresolved_references(objs: list[Obj]) -> list[str]:
     return problems
 
 
+def image_name(image: str) -> str:
+    """The image without its tag or digest (a registry port is not a tag)."""
+    image = image.split("@", 1)[0]
+    head, _, last = image.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def api_clients(objs: list[Obj]) -> set[str]:
+    """The service accounts that a RoleBinding grants something: the pods that talk to the
+    Kubernetes API (the Prefect worker, which starts the flow runs' Jobs)."""
+    return {
+        s["name"]
+        for b in of_kind(objs, "RoleBinding")
+        for s in b.get("subjects", [])
+        if s.get("kind") == "ServiceAccount"
+    }
+
+
 def security_violations(objs: list[Obj]) -> list[str]:
+    """Every pod: non-root as its image's own user, read-only root, no privilege, all capabilities
+    dropped, seccomp RuntimeDefault, and no service-account token unless a Role needs one."""
+    clients = api_clients(objs)
     problems = []
     for where, pod in pod_specs(objs):
         psc = pod.get("securityContext", {})
-        if pod.get("automountServiceAccountToken") is not False:
-            problems.append(f"{where}: automountServiceAccountToken is not false")
+        wants_token = pod.get("serviceAccountName") in clients
+        if pod.get("automountServiceAccountToken") is not wants_token:
+            problems.append(f"{where}: automountServiceAccountToken is not {wants_token}")
+        if pod.get("enableServiceLinks") is not False:
+            problems.append(f"{where}: enableServiceLinks is not false")
         if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
             problems.append(f"{where}: pod seccompProfile is not RuntimeDefault")
         for c in containers(pod):
@@ -264,8 +301,10 @@ def security_violations(objs: list[Obj]) -> list[str]:
             name = f"{where} {c['name']}"
             if not csc.get("runAsNonRoot", psc.get("runAsNonRoot")):
                 problems.append(f"{name}: runAsNonRoot is not true")
-            if csc.get("runAsUser", psc.get("runAsUser")) != APP_UID:
-                problems.append(f"{name}: runAsUser is not the image's user {APP_UID}")
+            uid = csc.get("runAsUser", psc.get("runAsUser"))
+            expected = IMAGE_UIDS.get(image_name(c["image"]))
+            if expected is None or uid != expected:
+                problems.append(f"{name}: runAsUser {uid} is not the image's user {expected}")
             if csc.get("readOnlyRootFilesystem") is not True:
                 problems.append(f"{name}: readOnlyRootFilesystem is not true")
             if csc.get("allowPrivilegeEscalation") is not False:
@@ -422,19 +461,22 @@ def test_prod_runs_two_replicas_on_redis_and_postgresql_from_the_users_secret():
     assert admin["valueFrom"]["secretKeyRef"].get("optional") is False
 
 
-def test_dev_runs_one_replica_on_the_embedded_backends_and_never_blocks_a_drain():
+def test_dev_runs_one_replica_on_the_shared_backends_and_never_blocks_a_drain():
     objs = render("dev")
     deployment, api = the_api(objs)
     hpa = named(objs, "HorizontalPodAutoscaler", "fraud-api")
     pdb = named(objs, "PodDisruptionBudget", "fraud-api")
     assert hpa is not None and pdb is not None
     assert deployment["spec"]["replicas"] == 1
-    assert hpa["spec"]["maxReplicas"] == 1  # the in-process state serves one replica
+    assert hpa["spec"]["maxReplicas"] == 1
     assert pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"]
     env = effective_env(objs, api)
-    assert env["FRAUD_FEATURE_STORE"] == ("value", "memory")
+    # prod's code path: the monitoring jobs read the log from PostgreSQL, the state is in Redis.
+    assert env["FRAUD_FEATURE_STORE"] == ("secret", "fraud-api-secrets", "feature-store-url")
+    assert env["FRAUD_PREDICTION_LOG"] == ("secret", "fraud-api-secrets", "prediction-log-url")
     assert env["FRAUD_WORKERS"] == ("value", "1")
-    assert env["FRAUD_PREDICTION_LOG"][1].startswith("/var/lib/fraud/")
+    # ... and those servers are in the namespace.
+    assert {"postgres", "redis"} <= {s["metadata"]["name"] for s in of_kind(objs, "StatefulSet")}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -477,17 +519,34 @@ def test_network_policies_deny_by_default_and_allow_only_the_apis_flows(overlay)
     assert len(deny) == 1 and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     assert "ingress" not in deny[0]["spec"] and "egress" not in deny[0]["spec"]
     _, api = the_api(objs)
-    ingress = [r for p in policies for r in p["spec"].get("ingress", [])]
+    deployment, _ = the_api(objs)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    api_policies = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"]
+        and selects(p["spec"]["podSelector"].get("matchLabels", {}), pod_labels)
+    ]
+    ingress = [r for p in api_policies for r in p["spec"].get("ingress", [])]
     # One way in: the API's own named port.
     assert [port["port"] for r in ingress for port in r["ports"]] == ["http"]
     assert "http" in {p["name"] for p in api["ports"]}
     egress_ports = {
         (port["protocol"], port["port"])
-        for p in policies
+        for p in api_policies
         for r in p["spec"].get("egress", [])
         for port in r["ports"]
     }
     assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 5000), ("TCP", 5432), ("TCP", 6379)}
+    # Every pod of the platform is selected by some allow policy (else default deny isolates it).
+    for where, _ in pod_specs(objs):
+        workload = next(o for o in objs if f"{o['kind']}/{o['metadata']['name']}" == where)
+        labels = workload["spec"]["template"]["metadata"].get("labels", {})
+        assert any(
+            p["spec"]["podSelector"]
+            and selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)
+            for p in policies
+        ), f"{where}: no NetworkPolicy allows it anything"
     ns = of_kind(objs, "Namespace")
     assert [n["metadata"]["name"] for n in ns] == [f"fraud-{overlay}"]
     assert ns[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

@@ -151,7 +151,11 @@ def template_problems(t: dict[str, Any], objs: list[Obj]) -> list[str]:
     spec = pod["spec"]
     variables = t["variables"]["properties"]
     fake = {"metadata": {"name": "flow-run"}, "spec": {"template": pod}}
-    problems += security_violations([{"kind": "Job", **fake}])
+    # The image is the deployment's ("{{ image }}"); the checks need the default's user.
+    resolved = copy.deepcopy(fake)
+    for c in resolved["spec"]["template"]["spec"]["containers"]:
+        c["image"] = t["variables"]["properties"]["image"]["default"]
+    problems += security_violations([{"kind": "Job", **resolved}])
     problems += unresolved_references([{"kind": "Job", **fake}])
     [c] = spec["containers"]
     if c["image"] != "{{ image }}" or c.get("args") != "{{ command }}":
@@ -279,10 +283,13 @@ def test_the_generic_checks_pass_on_every_workload():
     assert secrets_with_data(objs) == []
 
 
-def test_the_worker_is_secure_but_for_its_token():
-    worker = [o for o in both() if o["metadata"]["name"] == "prefect-worker"]
-    problems = security_violations(worker)
-    assert problems == ["Deployment/prefect-worker: automountServiceAccountToken is not false"]
+def test_only_the_worker_mounts_a_token_and_only_because_its_role_binding_needs_it():
+    objs = both()
+    assert security_violations(objs) == []
+    unbound = [o for o in objs if o["kind"] != "RoleBinding"]
+    assert security_violations(unbound) == [
+        "Deployment/prefect-worker: automountServiceAccountToken is not False"
+    ]
 
 
 def test_slow_starting_servers_have_startup_probes():

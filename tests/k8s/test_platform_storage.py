@@ -24,7 +24,6 @@ import psycopg
 import pytest
 import yaml
 
-from tests.k8s.test_manifests import APP_UID as API_UID
 from tests.k8s.test_manifests import (
     containers,
     kubectl,
@@ -45,13 +44,6 @@ from tests.pg_server import postgres_server
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = ROOT / "k8s" / "platform"
 SERVICES = ["postgres", "redis", "s3-seaweedfs", "mlflow"]
-#: The non-root user each image runs as (the images' own users; SeaweedFS's binary runs as any).
-IMAGE_UIDS = {
-    "fraud-platform": 10001,  # deploy/platform.Dockerfile's `fraud`
-    "docker.io/library/postgres": 999,  # the official image's `postgres`
-    "docker.io/library/redis": 999,  # the official image's `redis`
-    "docker.io/chrislusf/seaweedfs": 10002,
-}
 #: What each service's Service is called, on which port (the names the other services use).
 SERVICE_PORTS = {
     "postgres": ("postgres", 5432),
@@ -102,10 +94,6 @@ def pod_labels(o: Obj) -> dict[str, str]:
     return dict(o["spec"]["template"]["metadata"].get("labels", {}))
 
 
-def image_name(image: str) -> str:
-    return image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
-
-
 # --- the checks: each returns its problems ----------------------------------------------------
 
 
@@ -122,25 +110,9 @@ def missing_probes(objs: list[Obj]) -> list[str]:
 
 
 def security_violations(objs: list[Obj]) -> list[str]:
-    """test_manifests.py's restricted security context, with each image's own user instead of
-    the API's, and no service-link variables."""
-    problems = [
-        p
-        for p in base_security_violations(objs)
-        if f"runAsUser is not the image's user {API_UID}" not in p
-    ]
-    for where, pod in pod_specs(objs):
-        if pod.get("enableServiceLinks") is not False:
-            problems.append(f"{where}: enableServiceLinks is not false")
-        psc = pod.get("securityContext", {})
-        for c in containers(pod):
-            uid = c.get("securityContext", {}).get("runAsUser", psc.get("runAsUser"))
-            expected = IMAGE_UIDS.get(image_name(c["image"]))
-            if expected is None or uid != expected:
-                problems.append(
-                    f"{where} {c['name']}: runAsUser {uid} is not the image's user {expected}"
-                )
-    return problems
+    """test_manifests.py's restricted security context (each image's own user, no service-link
+    variables)."""
+    return base_security_violations(objs)
 
 
 def writable_paths_not_on_volumes(objs: list[Obj]) -> list[str]:
