@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ from tests.k8s.test_manifests import (
     K8S,
     Obj,
     containers,
+    effective_env,
     kubectl,
     missing_resources,
     named,
@@ -191,6 +193,54 @@ def template_problems(t: dict[str, Any], objs: list[Obj]) -> list[str]:
         o["metadata"]["name"] for o in of_kind(objs, "ServiceAccount")
     }:
         problems.append("the flow-run ServiceAccount is not rendered")
+    return problems
+
+
+def flow_repo_problems(objs: list[Obj]) -> list[str]:
+    """The registration Job first makes the flows' repository (init-flow-repo.sh, from its
+    ConfigMap) on the shared volume, where the flow runs work, at the path it then registers as
+    the flows' `repo` (one ConfigMap key for both), with the S3 keys by reference and the labels
+    of a pod on that volume and of an S3 client."""
+    job = named(objs, "Job", "prefect-register")
+    if job is None:
+        return ["no Job prefect-register"]
+    pod = job["spec"]["template"]
+    spec = pod["spec"]
+    inits = spec.get("initContainers", [])
+    if [c["name"] for c in inits] != ["flow-repo"]:
+        return [f"init containers {[c['name'] for c in inits]}, expected ['flow-repo']"]
+    [init] = inits
+    [register] = spec["containers"]
+    problems = []
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in init.get("volumeMounts", [])}
+    script_dir, _, script = init["command"][-1].rpartition("/")
+    cm_name = volumes.get(mounts.get(script_dir, ""), {}).get("configMap", {}).get("name")
+    cm = named(objs, "ConfigMap", cm_name) if cm_name else None
+    if init["command"][0] != "sh" or cm is None or script not in cm.get("data", {}):
+        problems.append(f"{init['command']} is not a script of a rendered ConfigMap")
+    workdir = job_pod(template())["spec"]["containers"][0]["workingDir"]
+    claim = volumes.get(mounts.get(workdir, ""), {}).get("persistentVolumeClaim", {})
+    if claim.get("claimName") != "fraud-flows-data":
+        problems.append(f"the shared volume is not mounted at the flow runs' {workdir}")
+    env = effective_env(objs, init)
+    repo = env.get("FRAUD_FLOW_REPO", ("",))[-1]
+    if not repo.startswith(workdir + "/"):
+        problems.append(f"FRAUD_FLOW_REPO {repo!r} is not on the shared volume")
+    entry: Obj = next((e for e in register.get("env", []) if e["name"] == "FRAUD_FLOW_REPO"), {})
+    registered = entry.get("valueFrom", {}).get("configMapKeyRef", {})
+    source = next((s["configMapRef"]["name"] for s in init.get("envFrom", [])), None)
+    if (registered.get("name"), registered.get("key")) != (source, "FRAUD_FLOW_REPO"):
+        problems.append(
+            "registration and init container read FRAUD_FLOW_REPO from different places"
+        )
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if env.get(key, ("",))[0] != "secret" or env[key][1] != "s3-credentials":
+            problems.append(f"{key} is not from Secret s3-credentials")
+    labels = pod["metadata"]["labels"]
+    for opt_in in ("s3-client", "flows-volume"):
+        if labels.get(f"fraud-mlops/{opt_in}") != "true":
+            problems.append(f"the registration pod lacks the label fraud-mlops/{opt_in}")
     return problems
 
 
@@ -387,11 +437,17 @@ def test_the_registration_job_registers_every_deployment_with_the_image_it_runs(
     assert command[command.index("--type") + 1] == "kubernetes"
 
 
-def test_the_register_script_is_valid_shell():
-    proc = subprocess.run(
-        ["sh", "-n", str(PREFECT / "register.sh")], capture_output=True, text=True
-    )
+@pytest.mark.parametrize("script", ["register.sh", "init-flow-repo.sh"])
+def test_the_job_scripts_are_valid_shell(script):
+    proc = subprocess.run(["sh", "-n", str(PREFECT / script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    if shutil.which("shellcheck"):
+        proc = subprocess.run(["shellcheck", str(PREFECT / script)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout
+
+
+def test_the_registration_job_makes_the_flows_repository_first_on_the_shared_volume():
+    assert flow_repo_problems(render("prefect")) == []
 
 
 def test_the_job_template_makes_secure_flow_run_pods_on_the_shared_volume():
@@ -502,8 +558,10 @@ def test_the_ui_and_the_jobs_share_one_volume_and_one_node():
     assert ui is not None
     ui_pod = ui["spec"]["template"]
     job = job_pod(template())
+    register = named(objs, "Job", "prefect-register")
+    assert register is not None
     claim = "fraud-flows-data"
-    for pod in (ui_pod, job):
+    for pod in (ui_pod, job, register["spec"]["template"]):
         claims = [
             v["persistentVolumeClaim"]["claimName"]
             for v in pod["spec"]["volumes"]
@@ -540,6 +598,8 @@ def test_network_policies_allow_only_the_flows_of_prefect_and_evidently():
     dns = {("UDP", 53), ("TCP", 53)}
     assert egress["prefect-worker-egress"] == dns | {("TCP", 4200), ("TCP", 443), ("TCP", 6443)}
     assert egress["prefect-register-egress"] == dns | {("TCP", 4200)}
+    # The flows' repository: the S3 store (dev's DVC remote), HTTPS (a fork, a cloud bucket).
+    assert egress["prefect-register-repo-egress"] == {("TCP", 8333), ("TCP", 443)}
     assert egress["prefect-server-egress"] == dns | {("TCP", 5432)}
     assert egress["prefect-flow-run-egress"] == dns | {
         ("TCP", 4200), ("TCP", 5000), ("TCP", 5432), ("TCP", 8333), ("TCP", 443)
@@ -596,6 +656,31 @@ def test_template_check_rejects_a_broken_template(change):
         del pod["metadata"]["labels"]["fraud-mlops/mlflow-client"]
     assert template_problems(template(), render("prefect")) == []
     assert template_problems(t, render("prefect")) != []
+
+
+@pytest.mark.parametrize(
+    "change", ["no init container", "repo off the volume", "another key", "no s3 label", "script"]
+)
+def test_flow_repo_check_rejects_a_broken_registration_job(change):
+    objs = copy.deepcopy(render("prefect"))
+    job = named(objs, "Job", "prefect-register")
+    assert job is not None
+    pod = job["spec"]["template"]
+    [init] = pod["spec"]["initContainers"]
+    if change == "no init container":
+        del pod["spec"]["initContainers"]
+    elif change == "repo off the volume":
+        cm = next(o for o in of_kind(objs, "ConfigMap") if "FRAUD_FLOW_REPO" in o["data"])
+        cm["data"]["FRAUD_FLOW_REPO"] = "/tmp/repo"
+    elif change == "another key":
+        ref = next(e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "FRAUD_FLOW_REPO")
+        ref["valueFrom"]["configMapKeyRef"]["key"] = "FRAUD_GIT_URL"
+    elif change == "no s3 label":
+        del pod["metadata"]["labels"]["fraud-mlops/s3-client"]
+    elif change == "script":
+        init["command"] = ["sh", "/etc/prefect-work-pool/init-repo.sh"]
+    assert flow_repo_problems(render("prefect")) == []
+    assert flow_repo_problems(objs) != []
 
 
 @pytest.mark.parametrize("change", ["ui port", "ui host", "service to ui", "no htpasswd"])
