@@ -42,7 +42,7 @@ SHELL_SCRIPTS = .ci/run $(sort $(wildcard deploy/*.sh .github/scripts/*.sh))
 # so that the line numbers in checkov's findings can be looked up.
 LINT_RENDERS := .cache/lint-deploy
 
-.PHONY: help setup system-deps run test test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
+.PHONY: help setup system-deps run test test-platform test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -64,8 +64,11 @@ run: setup ## run the whole pipeline (dvc repro) on the embedded defaults and pr
 	dvc repro
 	fraud summary
 
-test: setup ## run the tests that CI runs, every tier (any that skip are listed at the end)
+test: setup ## run the tests that CI runs, every tier (any that skip are listed at the end); not the platform image's
 	pytest $(PYTEST_ARGS)
+
+test-platform: setup ## the platform image's tests: build it (minutes, once per source state), then run MLflow, the API and Prefect from it under podman kube play
+	pytest -m platform $(PYTEST_ARGS)
 
 test-fast: setup ## the unit tier only: in-process tests, no service or pipeline run (under a minute)
 	pytest -m unit $(PYTEST_ARGS)
@@ -104,7 +107,7 @@ lint-deploy: setup checkov-setup ## lint the delivery files offline: yamllint, h
 	run actionlint actionlint -no-color; \
 	run shellcheck shellcheck $(SHELL_SCRIPTS); \
 	mkdir -p $(LINT_RENDERS); renders=(); \
-	for overlay in dev prod; do \
+	for overlay in dev prod prod-canary; do \
 		out=$(LINT_RENDERS)/k8s-overlays-$$overlay.yaml; \
 		if $(KUBECTL) kustomize k8s/overlays/$$overlay >"$$out"; then renders+=(-f "$$out"); \
 		else failed+=("kubectl kustomize k8s/overlays/$$overlay"); fi; \

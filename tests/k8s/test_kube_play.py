@@ -11,13 +11,18 @@ What this machine needs, and nothing else, is changed in the render (`for_podman
      to its cache), so a serving model cache written by serving.model_store is mounted read-only
      as a hostPath at FRAUD_MODEL_CACHE_DIR, over the `state` emptyDir that holds it in a
      cluster (the emptyDir stays, for HOME, the loader's staging and the prediction log);
-  4. a hostPort on 127.0.0.1 (a free port) to reach the pod.
+  4. a hostPort on 127.0.0.1 (a free port) to reach the pod;
+  5. the user's Secret `fraud-api-secrets` (k8s/user-secrets.yaml), which the dev overlay's API
+     requires for its backends, is played beside the pod with the embedded ones: the prediction
+     log as SQLite on the `state` emptyDir and the feature state in the process (no PostgreSQL or
+     Redis here: tests/k8s/test_kube_play_platform.py plays the API on real servers).
 Probes become podman healthchecks that need systemd timers, which CI machines lack, so they
 never run: the test calls each probe's path itself. Needs podman and root, like the image test.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib
 import json
@@ -57,8 +62,12 @@ TRANSACTION: dict[str, Any] = {
     "TERMINAL_ID": 1,
     "TX_AMOUNT": 57.16,
 }
-#: What podman kube play runs; the rest of a render is cluster-only (change 1 above).
-KINDS_PODMAN_RUNS = {"ConfigMap", "Deployment"}
+#: Change 5: the backends' Secret as played here (the embedded backends, on the pod's emptyDir).
+BACKENDS_SECRET = "fraud-api-secrets"
+BACKENDS = {
+    "prediction-log-url": "/var/lib/fraud/predictions.sqlite",
+    "feature-store-url": "memory",
+}
 
 Obj = dict[str, Any]
 
@@ -90,10 +99,19 @@ def free_port() -> int:
 
 
 def for_podman(objs: list[Obj], image: str, model_dir: Path, port: int) -> list[Obj]:
-    """The objects podman runs, with the four changes of this module's docstring, nothing else."""
-    kept = copy.deepcopy([o for o in objs if o["kind"] in KINDS_PODMAN_RUNS])
-    _, api = the_api(kept)
-    pod = next(o for o in kept if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    """The objects podman runs, with the changes of this module's docstring, nothing else."""
+    deployment, _ = the_api(objs)  # change 1: the API's Deployment and its ConfigMaps
+    configmaps = {
+        name
+        for kind, name, _ in manifests.references(deployment["spec"]["template"]["spec"])
+        if kind == "ConfigMap"
+    }
+    kept = copy.deepcopy(
+        [deployment]
+        + [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] in configmaps]
+    )
+    deployment, api = the_api(kept)
+    pod = deployment["spec"]["template"]["spec"]
     api["image"] = image  # change 2
     cache_dir = effective_env(kept, api)["FRAUD_MODEL_CACHE_DIR"][1]  # change 3
     pod["volumes"].append(
@@ -102,7 +120,23 @@ def for_podman(objs: list[Obj], image: str, model_dir: Path, port: int) -> list[
     api["volumeMounts"].append({"name": "model-cache", "mountPath": cache_dir, "readOnly": True})
     http = next(p for p in api["ports"] if p["name"] == "http")  # change 4
     http.update(hostPort=port, hostIP="127.0.0.1")
-    return kept
+    secret = {  # change 5
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": BACKENDS_SECRET},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in BACKENDS.items()},
+    }
+    return [secret, *kept]
+
+
+def resolved_env(objs: list[Obj], container: Obj) -> dict[str, tuple[str, ...]]:
+    """The container's env, with the values of the Secrets that are played (change 5)."""
+    secrets = {o["metadata"]["name"]: o["data"] for o in objs if o["kind"] == "Secret"}
+    env = effective_env(objs, container)
+    for name, value in env.items():
+        if value[0] == "secret" and value[2] in secrets.get(value[1], {}):
+            env[name] = ("value", base64.b64decode(secrets[value[1]][value[2]]).decode())
+    return env
 
 
 def readable_copy(cache: Path, dest: Path) -> Path:
@@ -139,7 +173,7 @@ class Pod:
         self.deployment, self.api = the_api(objs)
         self.container = f"{self.deployment['metadata']['name']}-pod-0-{self.api['name']}"
         self.base = f"http://127.0.0.1:{port}"
-        self.env = effective_env(objs, self.api)
+        self.env = resolved_env(objs, self.api)
 
     def running(self) -> bool:
         state = podman("inspect", "-f", "{{.State.Running}}", self.container, check=False)
@@ -150,15 +184,30 @@ class Pod:
 
 
 def play(manifest: Path, objs: list[Obj], port: int) -> Iterator[Pod]:
-    manifest.write_text(yaml.safe_dump_all(objs, sort_keys=False))
+    """Play the objects; each Secret becomes a podman secret first. podman 4.3 reads a secret
+    that a pod's secretKeyRef names as JSON {key: base64 value}, which is not how it stores a
+    Secret played from the file ("secret ... is not valid JSON"): so not in the file."""
+    secrets = [o for o in objs if o["kind"] == "Secret"]
+    manifest.write_text(
+        yaml.safe_dump_all([o for o in objs if o["kind"] != "Secret"], sort_keys=False)
+    )
     pod = Pod(manifest, objs, port)
     try:
+        for s in secrets:
+            name = s["metadata"]["name"]
+            podman("secret", "rm", name, check=False)
+            data = manifest.with_name(f"{name}.json")
+            data.write_text(json.dumps(s["data"]))
+            podman("secret", "create", name, str(data))
+            data.unlink()
         podman("kube", "play", str(manifest), timeout=300)
         yield pod
     finally:
         logs = podman("logs", "--tail", "40", pod.container, check=False)
         print(f"--- {pod.container} logs ---\n{logs.stdout}{logs.stderr}")
         podman("kube", "down", str(manifest), check=False, timeout=120)
+        for s in secrets:
+            podman("secret", "rm", s["metadata"]["name"], check=False)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-OVERLAYS = ["dev", "prod"]
+OVERLAYS = ["dev", "prod", "prod-canary"]
+#: Each overlay's namespace (prod-canary is prod plus the canary).
+NAMESPACES = {"dev": "fraud-dev", "prod": "fraud-prod", "prod-canary": "fraud-prod"}
 #: The Secrets the user creates, with their keys: the one list, which docs/deploy.md shows.
 USER_SECRETS_FILE = K8S / "user-secrets.yaml"
 #: A recent Kubernetes release whose schemas kubernetes-validate bundles.
@@ -548,7 +550,7 @@ def test_network_policies_deny_by_default_and_allow_only_the_apis_flows(overlay)
             for p in policies
         ), f"{where}: no NetworkPolicy allows it anything"
     ns = of_kind(objs, "Namespace")
-    assert [n["metadata"]["name"] for n in ns] == [f"fraud-{overlay}"]
+    assert [n["metadata"]["name"] for n in ns] == [NAMESPACES[overlay]]
     assert ns[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 

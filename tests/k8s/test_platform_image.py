@@ -44,6 +44,7 @@ INIT_SCRIPT = ROOT / "k8s" / "platform" / "mlflow" / "mlflow-init.py"
 pytestmark = [
     pytest.mark.container,
     pytest.mark.slow,
+    pytest.mark.platform,
     pytest.mark.skipif(
         shutil.which("podman") is None,
         reason="podman is not installed (apt-get install -y podman runc debootstrap)",
