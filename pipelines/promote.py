@@ -26,7 +26,7 @@ from fraud import registry
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-ALIAS_PREVIOUS = "previous"
+ALIAS_PREVIOUS = registry.ALIAS_PREVIOUS
 
 # Tags on the version that becomes @champion by hand (the gate's own are `gate.*`).
 TAG_ACTION = "promotion.action"  # "promote" or "rollback"
@@ -34,7 +34,7 @@ TAG_BY = "promotion.by"
 TAG_AT = "promotion.at"  # ISO 8601, UTC
 TAG_REASON = "promotion.reason"
 #: The champion this version replaced: where a later rollback of this version sends @previous.
-TAG_REPLACED = "promotion.replaced_version"
+TAG_REPLACED = registry.TAG_REPLACED
 # On the version that stops being @champion.
 TAG_SUPERSEDED_BY = "promotion.superseded_by"
 TAG_SUPERSEDED_AT = "promotion.superseded_at"
@@ -112,9 +112,9 @@ def rollback(model_name: str, *, reason: str, by: str | None = None) -> Champion
     target = _alias_version(client, model_name, ALIAS_PREVIOUS)
     if target is None:
         raise PromotionError(
-            f"model {model_name!r} has no @previous version: nothing to roll back to. Only "
-            "`fraud promote` sets it (the gate's own promotions at registration do not); "
-            "choose a version and run `fraud promote VERSION --reason ...`"
+            f"model {model_name!r} has no @previous version: nothing to roll back to (the gate "
+            "and `fraud promote` set it when they replace a champion); choose a version and "
+            "run `fraud promote VERSION --reason ...`"
         )
     current = _alias_version(client, model_name, registry.ALIAS_CHAMPION)
     if current == target:

@@ -370,6 +370,15 @@ def register_model(
         client.update_model_version(
             model_name, version, description=decision.reason[: registry.MAX_TAG_LENGTH]
         )
+        if decision.promote and champion_version is not None:
+            # The replaced champion stays reachable: `fraud rollback` puts it back. Set before
+            # @champion moves, so that a champion never exists without its way back.
+            client.set_model_version_tag(
+                model_name, version, registry.TAG_REPLACED, str(champion_version)
+            )
+            client.set_registered_model_alias(
+                model_name, registry.ALIAS_PREVIOUS, str(champion_version)
+            )
         client.set_registered_model_alias(model_name, decision.alias, version)
         registry.log_model_card(model_card(decision, version))
         mlflow.set_tag(registry.TAG_DECISION, decision.alias)

@@ -8,6 +8,7 @@ and tags logged where the reader looks. Importing this package does not import M
 from fraud.registry.contract import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
+    ALIAS_PREVIOUS,
     ARTIFACT_FEATURE_STATE,
     ARTIFACT_MODEL,
     ARTIFACT_MODEL_CARD,
@@ -31,6 +32,7 @@ from fraud.registry.contract import (
     TAG_PRODUCTION_MD5,
     TAG_PRODUCTION_WINDOW,
     TAG_REASON,
+    TAG_REPLACED,
     TAG_TEST_WINDOW,
     TAG_THRESHOLD,
     TAG_TRAIN_WINDOW,
@@ -58,6 +60,7 @@ from fraud.registry.reference import log_reference, read_reference, reference_fr
 __all__ = [
     "ALIAS_CHALLENGER",
     "ALIAS_CHAMPION",
+    "ALIAS_PREVIOUS",
     "ARTIFACT_FEATURE_STATE",
     "ARTIFACT_MODEL",
     "ARTIFACT_MODEL_CARD",
@@ -81,6 +84,7 @@ __all__ = [
     "TAG_PRODUCTION_MD5",
     "TAG_PRODUCTION_WINDOW",
     "TAG_REASON",
+    "TAG_REPLACED",
     "TAG_TEST_WINDOW",
     "TAG_THRESHOLD",
     "TAG_TRAIN_WINDOW",

@@ -11,6 +11,9 @@ from __future__ import annotations
 DEFAULT_MODEL_NAME = "fraud-detector"
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
+#: The champion that the current one replaced, set by the gate when it promotes and by `fraud
+#: promote`: where `fraud rollback` puts @champion back.
+ALIAS_PREVIOUS = "previous"
 
 # Tag keys on every model version.
 TAG_GIT_COMMIT = "lineage.git_commit"
@@ -23,6 +26,9 @@ TAG_TEST_WINDOW = "lineage.test_window"
 TAG_PRODUCTION_MD5 = "lineage.production_md5"
 TAG_PRODUCTION_WINDOW = "lineage.production_window"
 TAG_DECISION = "gate.decision"  # "champion" or "challenger"
+#: On a version made @champion (by the gate or by hand): the version it replaced, so that
+#: successive rollbacks walk back through the champions.
+TAG_REPLACED = "promotion.replaced_version"
 TAG_REASON = "gate.reason"
 TAG_THRESHOLD = "model.threshold"
 TAG_FEATURES = "model.features"  # comma-separated, in the model's column order

@@ -99,6 +99,14 @@ def test_retraining_gate_compares_with_the_champion_and_records_its_decision(rep
     assert "champion v1" in mv.tags[registry.TAG_REASON]
     alias = client.get_model_version_by_alias("fraud-detector", reg["decision"])
     assert str(alias.version) == "2"
+    # A promotion keeps the replaced champion as @previous, where `fraud rollback` goes back to.
+    aliases = client.get_registered_model("fraud-detector").aliases
+    if reg["decision"] == "champion":
+        assert str(aliases[registry.ALIAS_PREVIOUS]) == "1"
+        assert mv.tags[registry.TAG_REPLACED] == "1"
+    else:
+        assert registry.ALIAS_PREVIOUS not in aliases
+        assert registry.TAG_REPLACED not in mv.tags
 
 
 def test_retraining_flow_logs_each_task_and_the_dvc_file_to_commit(retrained):
