@@ -54,6 +54,19 @@ TEMPLATES: dict[tuple[str, str], str] = {
     ),
     ("mlflow-server", "admin-username"): "admin",
     ("mlflow-client-credentials", "username"): "fraud-ci",
+    # k8s/platform/redis, and the API's backends on the in-cluster servers.
+    ("redis-credentials", "password"): "{password:redis}",
+    ("fraud-api-secrets", "prediction-log-url"): (
+        "postgresql://fraud:{password:postgres-fraud}@postgres:5432/predictions"
+    ),
+    ("fraud-api-secrets", "feature-store-url"): "redis://:{password:redis}@redis:6379/0",
+    # k8s/platform/prefect: its database, and the user:password of its API and UI.
+    ("prefect-server", "database-url"): (
+        "postgresql+asyncpg://prefect:{password:postgres-prefect}@postgres:5432/prefect"
+    ),
+    ("prefect-server", "auth-string"): "admin:{password:prefect-auth}",
+    # k8s/platform/evidently: an htpasswd line nginx reads ({PLAIN}: a throwaway cluster only).
+    ("evidently-auth", "htpasswd"): "admin:{PLAIN}{password:evidently}",
 }
 
 PLACEHOLDER = re.compile(r"\{password:([a-z0-9-]+)\}")
