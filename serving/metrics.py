@@ -90,12 +90,33 @@ class ServiceMetrics:
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.95, 1.0),
             registry=self.registry,
         )
+        # The decisions, by the version that made them: the alert rate per model (a canary's
+        # @challenger beside the stable @champion) is alerts / predictions, exactly, whatever
+        # each version's threshold; the score histogram's buckets could only approximate it.
+        self.predictions = Counter(
+            "fraud_api_predictions",
+            "transactions scored",
+            ["model_version"],
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "fraud_api_alerts",
+            "transactions scored at or above the model's threshold (alerts raised)",
+            ["model_version"],
+            registry=self.registry,
+        )
         self.model_version = Gauge(
             "fraud_api_model_version",
             "serving model version (1 = serving)",
             ["name", "version", "source"],
             registry=self.registry,
         )
+
+    def count_decisions(self, version: str, scored: int, alerts: int) -> None:
+        """Count a batch of decisions made by model `version`."""
+        self.predictions.labels(version).inc(scored)
+        if alerts:
+            self.alerts.labels(version).inc(alerts)
 
     def exposition(self) -> bytes:
         """Every metric in Prometheus's text format (`prometheus_client.CONTENT_TYPE_LATEST`)."""

@@ -76,6 +76,7 @@ async def score_transactions(
     rt.metrics.scores.observe_many(raw)
     scores = raw.tolist()
     threshold, name, version, alias = model.threshold, model.name, model.version, model.alias
+    rt.metrics.count_decisions(version, len(scores), int(np.count_nonzero(raw >= threshold)))
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
     rows = [
         PredictionRow(

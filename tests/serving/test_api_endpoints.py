@@ -267,6 +267,21 @@ def test_metrics_expose_request_counters_latency_scores_and_model_version(http, 
     assert any(n == "fraud_api_score_count" and v >= 3 for n, _, v in samples)
 
 
+def test_metrics_count_each_versions_predictions_and_the_alerts_at_its_threshold(http, make_tx):
+    def counts(samples) -> tuple[float, float]:
+        got = {n: v for n, labels, v in samples if labels == {"model_version": "1"}}
+        return got.get("fraud_api_predictions_total", 0.0), got.get("fraud_api_alerts_total", 0.0)
+
+    predictions, alerts = counts(_samples(http.get("/metrics").text))
+    raised = 0
+    for _ in range(4):
+        body = http.post("/predict", json=make_tx()).json()
+        raised += int(body["is_fraud"])
+    batch = http.post("/predict/batch", json={"transactions": [make_tx() for _ in range(5)]})
+    raised += sum(int(p["is_fraud"]) for p in batch.json()["predictions"])
+    assert counts(_samples(http.get("/metrics").text)) == (predictions + 9, alerts + raised)
+
+
 def test_metrics_count_unknown_http_methods_under_one_label_value(http):
     """Uncommon methods (WebDAV's, here; any token with other HTTP parsers) must not grow the
     label set."""

@@ -51,3 +51,17 @@ def test_score_histogram_text_exposition_has_the_histogram_lines():
     assert 'fraud_api_score_bucket{le="0.5"} 1.0' in text
     assert 'fraud_api_score_bucket{le="0.2"} 0.0' in text
     assert 'fraud_api_score_bucket{le="+Inf"} 1.0' in text
+
+
+def test_decision_counters_add_each_batch_to_its_model_versions_predictions_and_alerts():
+    from serving.metrics import ServiceMetrics
+
+    m = ServiceMetrics()
+    m.count_decisions("3", 10, 2)
+    m.count_decisions("3", 5, 0)
+    m.count_decisions("4", 1, 1)
+    text = m.exposition().decode()
+    assert 'fraud_api_predictions_total{model_version="3"} 15.0' in text
+    assert 'fraud_api_alerts_total{model_version="3"} 2.0' in text
+    assert 'fraud_api_predictions_total{model_version="4"} 1.0' in text
+    assert 'fraud_api_alerts_total{model_version="4"} 1.0' in text
