@@ -60,6 +60,17 @@ FROM python:3.11-slim
 LABEL org.opencontainers.image.title="fraud-platform" \
       org.opencontainers.image.description="Fraud-detection MLOps platform: MLflow server, Prefect server and worker, Evidently UI, flow jobs" \
       org.opencontainers.image.licenses="Apache-2.0"
+# git: the training flows read their data through DVC from a git repository (dvc.api at a
+# commit; `dvc add` of production files) and record its commit as lineage, and the registration
+# Job creates that repository on the shared volume (k8s/platform/prefect/init-flow-repo.sh).
+# Pinned to the major version only: python:3.11-slim follows Debian's stable release (bookworm:
+# 2.39, trixie: 2.47), so an exact pin would break the build when the base moves on; no
+# recommends (no ssh client, no less): a fork is cloned over HTTPS. apt's package caches go too
+# (/var/cache/apt holds 75 MB of them after an update). git costs about 100 MB, half of it Perl
+# (a dependency of Debian's git).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends 'git=1:2.*' \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/*
 # uid/gid 10001 like the API image. HOME holds what the tools write (Prefect's profile, MLflow's
 # generated auth config): an emptyDir in Kubernetes, so it must belong to the user in the image
 # (podman kube play creates an emptyDir owned like the image's path).
