@@ -152,11 +152,11 @@ def template_problems(t: dict[str, Any], objs: list[Obj]) -> list[str]:
     pod = job_pod(t)
     spec = pod["spec"]
     variables = t["variables"]["properties"]
-    fake = {"metadata": {"name": "flow-run"}, "spec": {"template": pod}}
+    fake: Obj = {"metadata": {"name": "flow-run"}, "spec": {"template": pod}}
     # The image is the deployment's ("{{ image }}"); the checks need the default's user.
-    resolved = copy.deepcopy(fake)
+    resolved: Obj = copy.deepcopy(fake)
     for c in resolved["spec"]["template"]["spec"]["containers"]:
-        c["image"] = t["variables"]["properties"]["image"]["default"]
+        c["image"] = variables["image"]["default"]
     problems += security_violations([{"kind": "Job", **resolved}])
     problems += unresolved_references([{"kind": "Job", **fake}])
     [c] = spec["containers"]
