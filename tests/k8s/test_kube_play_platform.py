@@ -37,6 +37,9 @@ machine needs is changed (`played`, `mlflow_objects`, `api_objects`, `prefect_ob
      removal of it then fails ("cannot remove container ... as it is running");
   11. each containerPort gets a hostPort on 127.0.0.1, a free port: podman 4.3 publishes every
      containerPort without one on 0.0.0.0 at the same number (MLflow on the host's port 5000).
+  12. the Evidently UI's volume of the flows' reports (a PersistentVolumeClaim shared with the
+     flow-run jobs) is an emptyDir: no claim can be bound here, and the UI starts on an empty
+     workspace.
 The test reaches each pod at its address on podman's bridge (no hostPort needed, as root);
 MLflow accepts only the Host names of its --allowed-hosts, so the test's MLflow client sends
 `Host: mlflow:5000`, as an in-cluster client does. Probes never run under podman here (no
@@ -654,3 +657,100 @@ def test_the_api_loads_the_champion_from_the_mlflow_pod_and_logs_to_postgresql(
             (TRANSACTION["TRANSACTION_ID"],),
         ).fetchall()
     assert logged == [(registered.version,)], logged
+
+
+# --- the Prefect server and the Evidently UI ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prefect_pod(
+    dev_render: list[Obj], host_services: HostServices, secrets: Secrets, tmp_path_factory: Any
+) -> Iterator[Played]:
+    objs = played(dev_render, "prefect-server")
+    secrets.create(
+        "prefect-server",
+        {
+            "database-url": host_services.pg_url("prefect", "prefect", "postgresql+asyncpg"),
+            "auth-string": PREFECT_AUTH,
+        },
+    )
+    assert secret_names(objs) <= set(secrets.names), "a Secret the pod names was not created"
+    pod = play(objs, tmp_path_factory.mktemp("kube-play-prefect") / "prefect.podman.yaml")
+    try:
+        yield pod
+    finally:
+        down(pod)
+
+
+def test_the_prefect_server_on_postgresql_answers_only_with_its_auth_string(
+    prefect_pod: Played, host_services: HostServices
+):
+    server = container(prefect_pod.objs, "server")
+    base = f"http://{prefect_pod.address}:4200"
+    t0 = time.monotonic()
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # open, as the kubelet's
+        wait_for(prefect_pod, "server", base + server[probe]["httpGet"]["path"])
+    print(f"Prefect server healthy and ready after {time.monotonic() - t0:.1f} s")
+    flows = base + "/api/flows/filter"
+    assert httpx.post(flows, json={}, timeout=10).status_code == 401
+    wrong = httpx.post(flows, json={}, auth=("fraud", "wrong-password-0"), timeout=10)
+    assert wrong.status_code == 401
+    user, password = PREFECT_AUTH.split(":", 1)
+    assert httpx.post(flows, json={}, auth=(user, password), timeout=10).status_code == 200
+    # Its database is the test's PostgreSQL (migrated on start), owned by the role prefect.
+    with psycopg.connect(host_services.pg.url("prefect")) as conn:
+        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'flow'").fetchone()
+    assert owner == ("prefect",)
+
+
+def evidently_objects(objs: list[Obj]) -> list[Obj]:
+    """The UI container alone (change 9); the flows' volume (a PVC) as an emptyDir (change 12)."""
+    kept = played(objs, "evidently")
+    pod = pod_of(kept)
+    pod["containers"] = [c for c in pod["containers"] if c["name"] == "ui"]
+    mounted = {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    pod["volumes"] = [
+        {"name": v["name"], "emptyDir": {}} if "persistentVolumeClaim" in v else v
+        for v in pod["volumes"]
+        if v["name"] in mounted
+    ]
+    kept = [o for o in kept if o["kind"] == "Deployment"]  # the proxy's ConfigMap goes too
+    kept[0]["spec"]["template"]["spec"] = pod
+    return kept
+
+
+@pytest.fixture(scope="module")
+def evidently_pod(
+    dev_render: list[Obj], platform_image: str, tmp_path_factory: Any
+) -> Iterator[Played]:
+    objs = evidently_objects(dev_render)
+    pod = play(objs, tmp_path_factory.mktemp("kube-play-evidently") / "evidently.podman.yaml")
+    try:
+        yield pod
+    finally:
+        down(pod)
+
+
+def test_the_evidently_ui_container_answers_its_probes_in_the_pod(evidently_pod: Played):
+    # The UI listens on 127.0.0.1 in the pod (only the proxy is reachable): run each exec probe's
+    # command in the container, as the kubelet would.
+    ui = container(evidently_pod.objs, "ui")
+    name = evidently_pod.container_name("ui")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        while True:
+            run = podman("exec", name, *ui[probe]["exec"]["command"], check=False, timeout=30)
+            if run.returncode == 0:
+                break
+            assert evidently_pod.running("ui"), evidently_pod.logs("ui")
+            assert time.monotonic() < deadline, f"{probe}: {run.stderr[-2000:]}"
+            time.sleep(1)
+    version = podman(
+        "exec",
+        name,
+        "python",
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/api/version')"
+        ".read().decode())",
+    )
+    assert "version" in version.stdout, version.stdout
