@@ -228,7 +228,13 @@ def _model_version(
             return client.get_model_version(name, version)
         return client.get_model_version_by_alias(name, alias or contract.ALIAS_CHAMPION)
     except MlflowException as e:
-        if e.error_code not in _NOT_FOUND_CODES:
+        # MLflow's basic-auth app answers PERMISSION_DENIED, not not-found, for a model that does
+        # not exist yet (the first registration on a fresh authenticated server): not-found
+        # when the model is not there, a real refusal otherwise.
+        missing = e.error_code in _NOT_FOUND_CODES or (
+            e.error_code == "PERMISSION_DENIED" and not _model_exists(client, name)
+        )
+        if not missing:
             raise
         import mlflow
 
@@ -237,6 +243,12 @@ def _model_version(
             f"no {what} of model {name!r} in {mlflow.get_tracking_uri()}: "
             "`make run` trains and registers one"
         ) from e
+
+
+def _model_exists(client: MlflowClient, name: str) -> bool:
+    """Whether the registry has a model `name` that this user can see."""
+    escaped = name.replace("'", "\\'")
+    return bool(client.search_registered_models(filter_string=f"name = '{escaped}'"))
 
 
 def _download_run_file(run_id: str, artifact_path: str, dst: Path) -> Path:

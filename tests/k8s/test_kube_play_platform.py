@@ -518,14 +518,9 @@ def registered(mlflow_pod: Played, pipeline_repo: Any) -> Iterator[Registered]:
             mp.setenv("MLFLOW_TRACKING_URI", uri)
             mp.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_CLIENT[0])
             mp.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_CLIENT[1])
-            # MLflow 3.17's basic-auth app answers 403 "Permission denied", not 404, to an alias
-            # lookup on a model that does not exist yet, and fraud.registry's reader takes only
-            # not-found codes for "no champion yet": so the first registration on an
-            # authenticated server fails. Until the reader handles it, the client user creates
-            # the empty registered model first (it then manages it, as the register step would).
-            from mlflow import MlflowClient
-
-            MlflowClient(uri).create_registered_model("fraud-detector")
+            # The first registration on a fresh authenticated server: MLflow's basic-auth app
+            # answers 403, not 404, to the gate's lookup of @champion of a model that does not
+            # exist yet, which fraud.registry's reader takes for "no champion yet".
             t0 = time.monotonic()
             result = stage_register(
                 load_params(pipeline_repo.path / "params.yaml"), Layout(pipeline_repo.path)
