@@ -54,7 +54,6 @@ import contextlib
 import copy
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -70,6 +69,7 @@ import psycopg
 import pytest
 import yaml
 
+from tests.k8s.test_kube_play import pytestmark as kube_play_marks
 from tests.k8s.test_manifests import named
 from tests.k8s.test_manifests import render as render_overlay
 from tests.k8s.test_platform_storage import PASSWORDS
@@ -102,17 +102,8 @@ TRANSACTION: dict[str, Any] = {
 
 Obj = dict[str, Any]
 
-pytestmark = [
-    pytest.mark.container,
-    pytest.mark.slow,
-    pytest.mark.platform,
-    pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="the images' stand-in base needs root"),
-    pytest.mark.skipif(
-        shutil.which("catatonit") is None and not Path("/usr/libexec/podman/catatonit").exists(),
-        reason="catatonit is not installed (podman kube play builds its infra container from it)",
-    ),
-]
+# test_kube_play.py's marks (container, slow; podman, root and catatonit), and `platform`.
+pytestmark = [*kube_play_marks, pytest.mark.platform]
 
 
 def podman(

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import base64
 import configparser
+import importlib
 import os
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -41,18 +41,12 @@ IMAGE = "fraud-platform:0.1.0"
 CONTAINERS_CONF = str(ROOT / "deploy" / "containers.conf")
 INIT_SCRIPT = ROOT / "k8s" / "platform" / "mlflow" / "mlflow-init.py"
 
+# The API image test's marks (container, slow; skipped without podman or root: the same base
+# image), and `platform`. Imported at run time, as test_kube_play.py does: a static import would
+# make `mypy tests/k8s tests/deploy` see that file under two names.
 pytestmark = [
-    pytest.mark.container,
-    pytest.mark.slow,
+    *importlib.import_module("tests.deploy.test_api_container_image").pytestmark,
     pytest.mark.platform,
-    pytest.mark.skipif(
-        shutil.which("podman") is None,
-        reason="podman is not installed (apt-get install -y podman runc debootstrap)",
-    ),
-    pytest.mark.skipif(
-        os.geteuid() != 0,
-        reason="building the stand-in base image (deploy/build-base-image.sh) needs root",
-    ),
 ]
 
 
