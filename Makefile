@@ -42,7 +42,7 @@ SHELL_SCRIPTS = .ci/run $(sort $(wildcard deploy/*.sh .github/scripts/*.sh))
 # so that the line numbers in checkov's findings can be looked up.
 LINT_RENDERS := .cache/lint-deploy
 
-.PHONY: help setup system-deps run test test-platform test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
+.PHONY: help setup system-deps run test test-platform test-backends test-reliability test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -55,7 +55,7 @@ print-env: ## print the offline.env variables as the targets' commands see them
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,platform]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,platform,s3,dask]'
 	@touch $@
 
 setup: $(VENV)/.installed ## create the venv and install the project (pinned by constraints.txt)
@@ -69,6 +69,12 @@ test: setup ## run the tests that CI runs, every tier (any that skip are listed 
 
 test-platform: setup ## the platform image's tests: build it (minutes, once per source state), then run MLflow, the API and Prefect from it under podman kube play
 	pytest -m platform $(PYTEST_ARGS)
+
+test-backends: setup ## the production backends' tests: MLflow on PostgreSQL + S3 (moto), Prefect server + process worker, DVC's S3 remote, the Dask cluster
+	pytest -m backends $(PYTEST_ARGS)
+
+test-reliability: setup ## load, faults, hostile input and security (tests/reliability; docs/reliability.md has the figures)
+	pytest -m reliability $(PYTEST_ARGS)
 
 test-fast: setup ## the unit tier only: in-process tests, no service or pipeline run (under a minute)
 	pytest -m unit $(PYTEST_ARGS)
