@@ -1,7 +1,8 @@
 # The platform image `fraud-platform`: everything around the prediction API runs from it on
 # Kubernetes (k8s/platform/): the MLflow tracking server (basic-auth app, PostgreSQL backend, S3
 # artifacts), the Prefect server and its Kubernetes worker, the Evidently UI, and the flow-run
-# jobs (`python -m pipelines...`, `python -m monitoring`). One image, so that the server, the
+# jobs (`python -m pipelines...`, `python -m monitoring`), with DVC's S3 remote (the flows'
+# data) and Dask (the scheduler and workers of k8s/dask/, and the flow runs that use them). One image, so that the server, the
 # worker and the jobs always run the same code and the same pinned versions.
 #
 # Build it with deploy/build-platform-image.sh (podman; it assembles the build context, so the
@@ -15,7 +16,7 @@
 # No secret in the image: database URLs, S3 keys and MLflow credentials come from the
 # environment (Kubernetes Secrets, k8s/user-secrets.yaml).
 
-# --- builder: the project and its `platform` extra in a venv --------------------------------------
+# --- builder: the project and its `platform`, `s3` and `dask` extras in a venv --------------------------------------
 # The base, by tag in each FROM (no ARG), as in ../Dockerfile: hadolint and checkov check the tag
 # only when it is written here. On machines without a registry, deploy/build-base-image.sh builds
 # a stand-in under this very name.
@@ -33,7 +34,7 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md constraints.txt ./
 RUN for p in fraud pipelines serving monitoring; do mkdir -p "$p" && touch "$p/__init__.py"; done \
     && PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
-        /opt/venv/bin/pip install --no-cache-dir -c constraints.txt '.[platform]' \
+        /opt/venv/bin/pip install --no-cache-dir -c constraints.txt '.[platform,s3,dask]' \
     && /opt/venv/bin/pip uninstall --yes fraud-mlops \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
@@ -49,7 +50,7 @@ COPY fraud ./fraud
 COPY pipelines ./pipelines
 COPY serving ./serving
 COPY monitoring ./monitoring
-RUN /opt/venv/bin/python -c "import pipelines.flows, monitoring.flows, serving.app, mlflow.server.auth, prefect_kubernetes, boto3"
+RUN /opt/venv/bin/python -c "import pipelines.flows, monitoring.flows, serving.app, mlflow.server.auth, prefect_kubernetes, boto3, dvc_s3, distributed, xgboost.dask"
 
 # --- runtime ------------------------------------------------------------------------------------
 # No HEALTHCHECK: the image runs five different services (and jobs), each with its own health
