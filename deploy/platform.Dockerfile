@@ -2,8 +2,8 @@
 # Kubernetes (k8s/platform/): the MLflow tracking server (basic-auth app, PostgreSQL backend, S3
 # artifacts), the Prefect server and its Kubernetes worker, the Evidently UI, and the flow-run
 # jobs (`python -m pipelines...`, `python -m monitoring`), with DVC's S3 remote (the flows'
-# data) and Dask (the scheduler and workers of k8s/dask/, and the flow runs that use them). One image, so that the server, the
-# worker and the jobs always run the same code and the same pinned versions.
+# data) and Dask (the scheduler and workers of k8s/dask/, and the flow runs that use them). One
+# image, so that the server, the worker and the jobs always run the same code and pinned versions.
 #
 # Build it with deploy/build-platform-image.sh (podman; it assembles the build context, so the
 # repository's .dockerignore, which serves the API image, does not apply here):
