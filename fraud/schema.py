@@ -73,7 +73,11 @@ def coerce_types(df: pd.DataFrame) -> pd.DataFrame:
         if col in out.columns and not pd.api.types.is_numeric_dtype(out[col]):
             out[col] = pd.to_numeric(out[col], errors="coerce")
     if TX_DATETIME in out.columns and not pd.api.types.is_datetime64_any_dtype(out[TX_DATETIME]):
-        out[TX_DATETIME] = pd.to_datetime(out[TX_DATETIME], errors="coerce", format="mixed")
+        # utc=True: a file may mix offsets (+02:00, Z) and naive times (UTC by the contract);
+        # without it pandas returns an object column of mixed datetimes that nothing can compare.
+        out[TX_DATETIME] = pd.to_datetime(
+            out[TX_DATETIME], errors="coerce", format="mixed", utc=True
+        )
     if TX_DATETIME in out.columns and getattr(out[TX_DATETIME].dt, "tz", None) is not None:
         out[TX_DATETIME] = out[TX_DATETIME].dt.tz_convert("UTC").dt.tz_localize(None)
     return out

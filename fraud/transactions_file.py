@@ -27,6 +27,11 @@ def read_transactions_file(path: str | Path, setting: str) -> pd.DataFrame:
         raise TransactionsFileError(
             f"{setting}: {p} must be a .csv or .parquet file, not {suffix!r}"
         )
+    if p.is_file() and p.stat().st_size == 0:
+        raise TransactionsFileError(
+            f"{setting}: {p} is empty (0 bytes): expected a CSV with a header row and one "
+            "transaction per line, or a Parquet file"
+        )
     try:
         if suffix in {".parquet", ".pq"}:
             df = pd.read_parquet(p)

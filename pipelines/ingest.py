@@ -1,4 +1,10 @@
-"""Ingest step: simulate transactions or load a user's CSV/Parquet into data/raw/."""
+"""Ingest step: simulate transactions or load a user's CSV/Parquet into data/raw/.
+
+A user's file is checked against the data contract before it is written: a file that breaks it
+(unreadable, empty, a missing column, values that do not parse, duplicate ids, ...) stops the
+stage with every violation and leaves the previous data/raw/transactions.parquet as it was,
+instead of replacing good data with data that the validate stage would then refuse.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from fraud import schema
+from fraud.schema import ContractLimits
 from fraud.simulator import SimulatorConfig, simulate
 from fraud.transactions_file import TransactionsFileError, read_transactions_file
+from fraud.validation import ContractViolationError, validate_transactions
 from pipelines.artifacts import write_parquet
 from pipelines.errors import IngestError
 
@@ -33,16 +41,39 @@ def load_transactions_file(path: str | Path, setting: str = "ingest.path") -> pd
         raise IngestError(str(e)) from e
 
 
+def check_transactions_file(
+    df: pd.DataFrame, path: str | Path, limits: ContractLimits, setting: str = "ingest.path"
+) -> None:
+    """Raise IngestError, naming the file and every violation, unless `df` (read from `path`)
+    holds transactions that satisfy the contract."""
+    if df.empty:
+        raise IngestError(
+            f"{setting}: {path} holds no transactions (columns {list(df.columns)}, no rows)"
+        )
+    report = validate_transactions(df, limits)
+    if not report.ok:
+        raise IngestError(f"{setting}: {path}: {ContractViolationError(report)}")
+
+
 def ingest(
-    source: str, simulator: SimulatorConfig, path: str | None, output: str | Path
+    source: str,
+    simulator: SimulatorConfig,
+    path: str | None,
+    output: str | Path,
+    limits: ContractLimits | None = None,
 ) -> IngestResult:
-    """Write the raw transactions of `source` ("simulator" or "file") to `output` (Parquet)."""
+    """Write the raw transactions of `source` ("simulator" or "file") to `output` (Parquet).
+
+    A file is checked against the contract (`limits`: params.yaml's `validate:`) first: one
+    that breaks it raises IngestError and `output` is left untouched.
+    """
     if source == "simulator":
         df = simulate(simulator)
     elif source == "file":
         if not path:
             raise IngestError("ingest.path: required when ingest.source is 'file'")
         df = load_transactions_file(path)
+        check_transactions_file(df, path, limits or ContractLimits())
     else:
         raise IngestError(f"ingest.source: expected 'simulator' or 'file', got {source!r}")
     write_parquet(df, output)

@@ -31,7 +31,13 @@ log = logging.getLogger("pipelines")
 def stage_ingest(params: Params, layout: Layout) -> IngestResult:
     from pipelines.ingest import ingest
 
-    return ingest(params.ingest.source, params.simulator, params.ingest.path, layout.raw)
+    return ingest(
+        params.ingest.source,
+        params.simulator,
+        params.ingest.path,
+        layout.raw,
+        params.validate_.limits(),
+    )
 
 
 def stage_validate(
