@@ -359,6 +359,7 @@ def register_model(
             reason=decision.reason,
             production_md5=production_md5,
             production_window=production_window,
+            model_sha256=registry.native_model_sha256(booster),
         )
         production_tags = {
             k: v for k, v in tags.items() if k in (TAG_PRODUCTION_MD5, TAG_PRODUCTION_WINDOW)

@@ -4,8 +4,10 @@ The registry is read through `fraud.registry`, the one reader of the registry co
 XGBoost's native format is loaded, never a pickle, and everything the service needs travels
 with the version (features, threshold, feature config, and the feature-state history that seeds
 the online windows). The cache directory holds the files `fraud.registry.download_version`
-writes plus `meta.json` (name, version, alias, run and lineage), so the service can start from
-it when the registry is down.
+writes plus `meta.json` (name, version, alias, run, lineage and the model file's SHA-256), so
+the service can start from it when the registry is down. The registry's model file is checked
+against the hash recorded at registration, the cache's against the one in `meta.json`: a
+tampered file is refused, never loaded.
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ def fetch_from_registry(
             "alias": registered.alias,
             "run_id": registered.run_id,
             "lineage": registered.lineage.as_dict(),
+            # Verified against the registered hash by download_version, or, on a version
+            # registered without one, the hash as downloaded: the cache is checked either way.
+            "model_sha256": registry.file_sha256(staging / registry.NATIVE_MODEL_FILE),
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         model = _load_files(staging, registered, "registry")
@@ -113,7 +118,8 @@ def fetch_from_registry(
 
 
 def load_from_cache(cache_dir: Path) -> ServingModel:
-    """The version last fetched into `cache_dir`, without the registry."""
+    """The version last fetched into `cache_dir`, without the registry; a model file whose
+    SHA-256 is not the one `meta.json` recorded is refused (ModelIntegrityError)."""
     meta_path = cache_dir / META_FILE
     if not meta_path.exists():
         raise ModelUnavailableError(f"no cached model in {cache_dir}")
@@ -125,6 +131,12 @@ def load_from_cache(cache_dir: Path) -> ServingModel:
         run_id=meta["run_id"],
         train_info=json.loads((cache_dir / registry.TRAIN_INFO_FILE).read_text()),
         lineage=registry.VersionLineage.from_dict(meta.get("lineage") or {}),
+        model_sha256=meta.get("model_sha256"),
+    )
+    registry.verify_model_file(
+        cache_dir / registry.NATIVE_MODEL_FILE,
+        registered.model_sha256,
+        f"cached {registered.label} in {cache_dir}",
     )
     return _load_files(cache_dir, registered, "cache")
 
@@ -135,14 +147,18 @@ def load_serving_model(
     """From the registry; if it is unreachable or has no such model, from the local cache."""
     try:
         return fetch_from_registry(name, alias, version, cache_dir)
+    except registry.ModelIntegrityError as e:
+        log.error("refused the registry's model (%s); trying the local cache", e)
+        error: Exception = e
     except Exception as e:
         log.warning("registry unavailable (%s: %s); trying the local cache", type(e).__name__, e)
-        try:
-            return load_from_cache(cache_dir)
-        except (ModelUnavailableError, OSError, ValueError) as cache_error:
-            raise ModelUnavailableError(
-                f"no model: registry failed ({type(e).__name__}: {e}); cache: {cache_error}"
-            ) from e
+        error = e
+    try:
+        return load_from_cache(cache_dir)
+    except (ModelUnavailableError, OSError, ValueError) as cache_error:
+        raise ModelUnavailableError(
+            f"no model: registry failed ({type(error).__name__}: {error}); cache: {cache_error}"
+        ) from error
 
 
 def _load_files(d: Path, registered: registry.RegisteredVersion, source: str) -> ServingModel:

@@ -32,6 +32,9 @@ TAG_REPLACED = "promotion.replaced_version"
 TAG_REASON = "gate.reason"
 TAG_THRESHOLD = "model.threshold"
 TAG_FEATURES = "model.features"  # comma-separated, in the model's column order
+#: SHA-256 (hex) of the native model file's bytes as registered: readers refuse a downloaded or
+#: cached model file whose bytes differ (tampered or corrupted) before loading it.
+TAG_MODEL_SHA256 = "model.sha256"
 #: Longest tag value written: MLflow rejects longer model-version tags and descriptions.
 MAX_TAG_LENGTH = 4000
 
@@ -39,6 +42,8 @@ MAX_TAG_LENGTH = 4000
 ARTIFACT_MODEL = "model"  # MLflow model (xgboost flavor)
 NATIVE_MODEL_FORMAT = "ubj"  # XGBoost's native UBJSON, never a pickle
 NATIVE_MODEL_FILE = f"model.{NATIVE_MODEL_FORMAT}"  # its name inside the MLflow model directory
+#: The only model files a reader loads: XGBoost's native UBJSON and JSON.
+NATIVE_MODEL_SUFFIXES = (".ubj", ".json")
 
 MODEL_INFO_DIR = "model_info"
 TRAIN_INFO_FILE = "train_info.json"  # features, threshold, feature config, windows, params

@@ -7,6 +7,7 @@ into the active MLflow run; MLflow is imported inside them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,14 +44,17 @@ def version_tags(
     reason: str,
     production_md5: str | None = None,
     production_window: str | None = None,
+    model_sha256: str | None = None,
 ) -> dict[str, str]:
-    """Every tag a model version carries: lineage, windows, threshold, features, gate decision;
-    and, on a version retrained with production data, that data's md5 and window."""
-    production = {
+    """Every tag a model version carries: lineage, windows, threshold, features, gate decision,
+    the SHA-256 of its native model file (`native_model_sha256`), which readers check before
+    loading; and, on a version retrained with production data, that data's md5 and window."""
+    optional = {
         key: value
         for key, value in (
             (contract.TAG_PRODUCTION_MD5, production_md5),
             (contract.TAG_PRODUCTION_WINDOW, production_window),
+            (contract.TAG_MODEL_SHA256, model_sha256),
         )
         if value is not None
     }
@@ -62,8 +66,15 @@ def version_tags(
         contract.TAG_FEATURES: ",".join(features),
         contract.TAG_DECISION: decision,
         contract.TAG_REASON: reason[: contract.MAX_TAG_LENGTH],
-        **production,
+        **optional,
     }
+
+
+def native_model_sha256(booster: xgb.Booster) -> str:
+    """SHA-256 (hex) of the model file `log_native_model` writes for `booster`: MLflow saves it
+    with `Booster.save_model` in the native format, the same bytes as `save_raw` in it."""
+    raw = booster.save_raw(raw_format=contract.NATIVE_MODEL_FORMAT)
+    return hashlib.sha256(raw).hexdigest()
 
 
 def log_native_model(

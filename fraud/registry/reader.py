@@ -4,12 +4,17 @@ The one reader of the registry contract, for the pipeline's gate and batch scori
 model store and monitoring. A version is asked for by alias (default `@champion`) or by number;
 a number wins when both are given. MLflow's tracking URI is its own (`mlflow.set_tracking_uri`,
 else `MLFLOW_TRACKING_URI`), and MLflow is imported inside the functions that call it so the
-domain core imports without it. Only XGBoost's native format is loaded, never a pickle.
+domain core imports without it. Only XGBoost's native format is loaded, never a pickle, and a
+version's model file is checked against the SHA-256 recorded at registration before it is
+loaded (`contract.TAG_MODEL_SHA256`; a version registered before that tag existed is loaded with
+a warning).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+log = logging.getLogger("fraud.registry")
+
 #: MLflow's error codes for an unknown model, version or alias (an unknown alias is
 #: INVALID_PARAMETER_VALUE); any other error, such as an unreachable server, propagates.
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
@@ -32,6 +39,11 @@ _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALU
 
 class ModelNotFoundError(ValueError):
     """No registered version of the model matches the requested alias or version."""
+
+
+class ModelIntegrityError(ValueError):
+    """A model file that is not the one registered (its SHA-256 differs from the recorded one)
+    or not in XGBoost's native format: refused before anything parses it."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,9 @@ class RegisteredVersion:
     feature_config: FeatureConfig
     train_info: dict[str, Any]  # the parsed train_info.json
     lineage: VersionLineage
+    #: SHA-256 of the native model file recorded at registration; None on a version registered
+    #: before the tag existed.
+    model_sha256: str | None = None
 
     @property
     def label(self) -> str:
@@ -122,6 +137,7 @@ class RegisteredVersion:
         run_id: str,
         train_info: dict[str, Any],
         lineage: VersionLineage,
+        model_sha256: str | None = None,
     ) -> RegisteredVersion:
         """Features, threshold and feature config taken from the version's train info."""
         return cls(
@@ -134,6 +150,7 @@ class RegisteredVersion:
             feature_config=FeatureConfig.model_validate(train_info.get("feature_config") or {}),
             train_info=train_info,
             lineage=lineage,
+            model_sha256=model_sha256,
         )
 
 
@@ -165,7 +182,8 @@ def download_version(
 
     `dest` then holds `contract.NATIVE_MODEL_FILE` (the UBJSON found inside the MLflow model
     directory), `contract.TRAIN_INFO_FILE` and `contract.FEATURE_HISTORY_FILE`, replacing files
-    of those names; nothing else is left there.
+    of those names; nothing else is left there. Raises ModelIntegrityError, leaving `dest` as it
+    was, when the model file's SHA-256 is not the one recorded at registration.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -185,6 +203,9 @@ def download_version(
                 f"{name} v{mv.version} has no {contract.NATIVE_MODEL_FILE} (XGBoost's native "
                 f"format) in its MLflow model: only native models are loaded, never pickles"
             )
+        verify_model_file(
+            native, (mv.tags or {}).get(contract.TAG_MODEL_SHA256), f"{name} v{mv.version}"
+        )
         shutil.move(native, dest / contract.NATIVE_MODEL_FILE)
         for artifact, file_name in (
             (contract.ARTIFACT_MODEL_INFO, contract.TRAIN_INFO_FILE),
@@ -204,13 +225,77 @@ def load_version(
         return registered, load_booster(Path(tmp) / contract.NATIVE_MODEL_FILE)
 
 
-def load_booster(path: Path) -> xgb.Booster:
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_model_file(path: Path, expected_sha256: str | None, label: str) -> str:
+    """Check a model file against the SHA-256 recorded for it; returns the file's SHA-256.
+
+    Raises ModelIntegrityError naming `label` (the version), the expected and the actual hash.
+    Without a recorded hash (a version registered before `contract.TAG_MODEL_SHA256` existed)
+    the file is allowed, with a warning: refusing would stop every existing registry's service.
+    """
+    actual = file_sha256(path)
+    if expected_sha256 is None:
+        log.warning(
+            "%s has no recorded SHA-256 (tag %s; registered before model hashes were recorded): "
+            "loading %s unverified (SHA-256 %s)",
+            label,
+            contract.TAG_MODEL_SHA256,
+            path.name,
+            actual,
+        )
+    elif actual != expected_sha256.strip().lower():
+        raise ModelIntegrityError(
+            f"{label}: model file {path.name} has SHA-256 {actual}, but {expected_sha256} was "
+            f"recorded at registration (tag {contract.TAG_MODEL_SHA256}): refusing to load a "
+            "model file that is not the registered one (tampered or corrupted)"
+        )
+    return actual
+
+
+def check_native_format(path: Path) -> None:
+    """Refuse (ModelIntegrityError) a model file that is not XGBoost's native JSON or UBJSON.
+
+    Both begin with `{`; a pickle begins with 0x80, and is never handed to anything that could
+    unpickle it. The suffix must be one of `contract.NATIVE_MODEL_SUFFIXES` too, because XGBoost
+    picks the parser from it.
+    """
+    if path.suffix not in contract.NATIVE_MODEL_SUFFIXES:
+        raise ModelIntegrityError(
+            f"{path}: not an XGBoost native model file: the name must end in "
+            f"{' or '.join(contract.NATIVE_MODEL_SUFFIXES)}, got {path.suffix or 'no suffix'!r}"
+        )
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if not head.startswith(b"{"):
+        kind = " (a Python pickle?)" if head[:1] == b"\x80" else ""
+        raise ModelIntegrityError(
+            f"{path}: not an XGBoost native model (JSON or UBJSON, which begin with '{{'): it "
+            f"begins with bytes {head[:8].hex(' ') or 'nothing (empty file)'}{kind}; only "
+            "native models are loaded, never pickles"
+        )
+
+
+def load_booster(path: Path, expected_sha256: str | None = None, label: str = "") -> xgb.Booster:
     """An XGBoost model in its native format (JSON or UBJSON), set to score on one thread.
 
-    One thread per process: with other work on the other core, more threads busy-wait and make
-    single-row predictions many times slower.
+    Refused with ModelIntegrityError, before XGBoost parses it, when the file is not in the
+    native format, or when `expected_sha256` is given and the file's SHA-256 differs (`label`
+    names the model in the message). One thread per process: with other work on the other
+    core, more threads busy-wait and make single-row predictions many times slower.
     """
     import xgboost as xgb
+
+    check_native_format(path)
+    if expected_sha256 is not None:
+        verify_model_file(path, expected_sha256, label or str(path))
 
     booster = xgb.Booster()
     booster.load_model(str(path))
@@ -277,4 +362,5 @@ def _describe(
         run_id=str(mv.run_id),
         train_info=train_info,
         lineage=VersionLineage.from_tags(dict(mv.tags or {}), run.data.metrics),
+        model_sha256=(mv.tags or {}).get(contract.TAG_MODEL_SHA256),
     )
