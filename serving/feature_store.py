@@ -48,6 +48,7 @@ from fraud.features import (
     terminal_record,
     tx_seconds,
 )
+from serving.degradation import BackendUnavailableError
 
 log = logging.getLogger("serving.feature_store")
 
@@ -274,8 +275,35 @@ class RedisFeatureStore:
         """The features of one transaction, which is then recorded (one script, one round
         trip); a repeated id records nothing."""
         t = tx_seconds(tx.tx_datetime)
-        reply = self._record(keys=self._keys(tx), args=self._args(tx, t))
+        try:
+            reply = self._record(keys=self._keys(tx), args=self._args(tx, t))
+        except redis.RedisError as e:
+            raise self._unavailable(e) from e
         return self._single(tx, t, reply)
+
+    def _unavailable(self, e: redis.RedisError) -> BackendUnavailableError:
+        """What a failed call to Redis raises: the URL without its password, and why."""
+        return BackendUnavailableError(
+            "feature store",
+            f"the feature store (Redis at {_safe(self.url)}) is unavailable: "
+            f"{type(e).__name__}: {e}",
+        )
+
+    async def acheck(self) -> None:
+        """BackendUnavailableError unless Redis answers and holds the seeded state (a Redis
+        that restarted without persistence comes back empty: features from it would be
+        silently wrong, so the service says it is not ready)."""
+        try:
+            seeded = await self.ar.exists(f"{self.prefix}:seeded")
+        except redis.RedisError as e:
+            raise self._unavailable(e) from e
+        if not seeded:
+            raise BackendUnavailableError(
+                "feature store",
+                f"the feature store (Redis at {_safe(self.url)}) has lost its state (no "
+                f"{self.prefix}:seeded key): restart the API to seed it again, and run Redis "
+                "with persistence (appendonly yes)",
+            )
 
     def _single(self, tx: Transaction, t: int, reply: Any) -> dict[str, float]:
         if reply is None:
@@ -288,18 +316,25 @@ class RedisFeatureStore:
         if len(txs) == 1:
             return [self.features(txs[0])]
         keys, args, finish = self._plan(txs)
-        return finish(self._batch(keys=keys, args=args))
+        try:
+            reply = self._batch(keys=keys, args=args)
+        except redis.RedisError as e:
+            raise self._unavailable(e) from e
+        return finish(reply)
 
     async def afeatures_many(self, txs: Sequence[Transaction]) -> Sequence[dict[str, float]]:
         """`features_many` on the asyncio client: the worker serves other requests while
         Redis answers (a round trip is 100-150 µs on a small VM)."""
-        if len(txs) == 1:
-            tx = txs[0]
-            t = tx_seconds(tx.tx_datetime)
-            reply = await self._arecord(keys=self._keys(tx), args=self._args(tx, t))
-            return [self._single(tx, t, reply)]
-        keys, args, finish = self._plan(txs)
-        return finish(await self._abatch(keys=keys, args=args))
+        try:
+            if len(txs) == 1:
+                tx = txs[0]
+                t = tx_seconds(tx.tx_datetime)
+                reply = await self._arecord(keys=self._keys(tx), args=self._args(tx, t))
+                return [self._single(tx, t, reply)]
+            keys, args, finish = self._plan(txs)
+            return finish(await self._abatch(keys=keys, args=args))
+        except redis.RedisError as e:
+            raise self._unavailable(e) from e
 
     def _plan(
         self, txs: Sequence[Transaction]
@@ -361,10 +396,13 @@ class RedisFeatureStore:
     def add_label(self, transaction_id: int, is_fraud: bool) -> bool:
         tid = int(transaction_id)
         p = self.prefix
-        known = self._label(
-            keys=[f"{p}:x:{tid}", f"{p}:l:{tid}"],
-            args=[1 if is_fraud else 0, self._ttl, f"{p}:f:", tid],
-        )
+        try:
+            known = self._label(
+                keys=[f"{p}:x:{tid}", f"{p}:l:{tid}"],
+                args=[1 if is_fraud else 0, self._ttl, f"{p}:f:", tid],
+            )
+        except redis.RedisError as e:
+            raise self._unavailable(e) from e
         return bool(known)
 
     def seen(self, transaction_id: int) -> bool:

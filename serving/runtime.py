@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi import HTTPException
 from fraud import registry
 from fraud.features import FeatureConfig, FeatureStore, OnlineFeatureState
 from fraud.predictions import PredictionLogWriter
+from serving.degradation import BackendUnavailableError, RegistryUnavailableError
 from serving.metrics import ServiceMetrics
 from serving.model_store import ModelUnavailableError, ServingModel, load_serving_model
 from serving.settings import ServingSettings
@@ -57,6 +59,8 @@ class Runtime:
         self.log = prediction_log
         self.metrics = ServiceMetrics()
         self._open_feature_store = feature_store
+        #: Why the last write to the prediction log failed; None once a write succeeds.
+        self.log_failure: str | None = None
 
     def install(self, model: ServingModel) -> None:
         """Swap in a model; keep the live feature state when the feature definitions match."""
@@ -116,8 +120,14 @@ class Runtime:
                 target = await asyncio.to_thread(
                     registry.resolve_version, s.model_name, s.model_alias, s.model_version
                 )
-            except Exception:  # the registry is down: the full load below falls back to the cache
-                target = None
+            except Exception as e:
+                # The registry is down: the cache holds the model already serving, so falling
+                # back to it would only hide the failure. Keep serving; the caller retries.
+                raise RegistryUnavailableError(
+                    f"the model registry ({_registry_uri()}) is unavailable, so the model was "
+                    f"not reloaded; still serving {current.name} v{current.version}: "
+                    f"{type(e).__name__}: {_first_line(e)}"
+                ) from e
             if target == current.version:
                 return {"previous_version": target, "version": target, "source": current.source}
         new = await asyncio.to_thread(
@@ -128,6 +138,31 @@ class Runtime:
             self.install(new)
         return {"previous_version": before, "version": new.version, "source": new.source}
 
+    async def not_ready_because(self) -> list[str]:
+        """Why the service should take no traffic now (empty: ready): no model, the shared
+        feature state unreachable (asked on every call), or the prediction log's last write
+        failed and a probe write still fails (so /ready turns true again once it recovers,
+        without waiting for traffic)."""
+        if self.model is None or self.state is None:
+            return ["no model loaded"]
+        reasons = []
+        check = getattr(self.state, "acheck", None)  # the Redis store; in-process: none
+        if check is not None:
+            try:
+                await check()
+            except BackendUnavailableError as e:
+                reasons.append(str(e))
+        if self.log_failure is not None:
+            probe = getattr(self.log, "probe", None)
+            try:
+                if probe is None:
+                    raise RuntimeError(self.log_failure)
+                await asyncio.to_thread(probe)
+                self.log_failure = None
+            except Exception as e:
+                reasons.append(f"the prediction log cannot be written: {_first_line(e)}")
+        return reasons
+
     async def poll_alias(self) -> None:
         """Reload whenever the alias moves, every `reload_poll_seconds`, until cancelled."""
         while True:
@@ -136,6 +171,19 @@ class Runtime:
                 await self.reload_if_changed()
             except Exception as e:
                 log.warning("alias poll failed: %s", e)
+
+
+def _registry_uri() -> str:
+    """The registry's URI, without a password (what a reload's error names)."""
+    from fraud.predictions import redact_url
+
+    return redact_url(os.environ.get("MLFLOW_TRACKING_URI", "the default store"))
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an error's message (MLflow's and psycopg's run to several)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class GCPause:

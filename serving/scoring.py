@@ -18,6 +18,7 @@ from fastapi import HTTPException
 from fraud.features import DuplicateTransactionError, FeatureBatch, Transaction
 from fraud.predictions import PredictionRow
 from fraud.schema import TransactionRecord
+from serving.degradation import BackendUnavailableError
 from serving.model_store import ServingModel
 from serving.runtime import Runtime
 
@@ -61,6 +62,13 @@ async def score_transactions(
     except DuplicateTransactionError as e:
         raise HTTPException(
             409, detail={"error": "duplicate TRANSACTION_ID", "ids": e.ids[:20]}
+        ) from e
+    except BackendUnavailableError as e:  # Redis down: nothing was recorded or logged
+        log.error("%s", e)
+        raise HTTPException(
+            503,
+            detail=f"the {e.backend} is unavailable, so the transaction was not scored: "
+            "retry later with the same TRANSACTION_ID",
         ) from e
     names = model.features
     if isinstance(feats, FeatureBatch):  # a batch, by column: no per-row dicts
@@ -116,10 +124,13 @@ async def score_transactions(
         rt.log.log_predictions(rows)
     except Exception as e:  # the log's backend is down: no acknowledgement without a record
         log.error("prediction log write failed: %s", e)
+        rt.log_failure = f"{type(e).__name__}: {e}"
         raise HTTPException(
             503,
             detail="the prediction log is unavailable, so the prediction was not returned; "
             "the transaction was counted in the online features, so a retry with the same "
             "TRANSACTION_ID is refused (409)",
         ) from e
+    if rt.log_failure is not None:
+        rt.log_failure = None
     return preds

@@ -247,6 +247,20 @@ class PostgresPredictionLog:
                     ) from None
                 raise
 
+    def probe(self) -> None:
+        """A round trip on the (re)opened connection: PredictionLogError, naming the URL without
+        its password, while the server cannot be reached. What the API's /ready asks after a
+        failed write."""
+        import psycopg
+
+        with self._lock:
+            try:
+                self._connection().execute("SELECT 1")
+            except psycopg.Error as e:
+                raise PredictionLogError(
+                    f"prediction log at {self.url}: {self._connector.scrub(e)}"
+                ) from None
+
     def count(self, table: str = PREDICTIONS_TABLE) -> int:
         """Number of rows in `table` (one of the contract's tables)."""
         with self._lock:

@@ -8,6 +8,7 @@ transactions not yet fsynced by a checkpoint).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 import threading
@@ -29,6 +30,10 @@ from fraud.predictions.contract import (
 from fraud.predictions.rows import FeedbackRow, PredictionRow, features_as_json
 
 log = logging.getLogger("fraud.predictions")
+
+#: One row that `probe` rewrites: a write that proves the file takes writes. Not part of the
+#: contract (no reader looks at it).
+PROBE_TABLE = "prediction_log_probe"
 
 
 class SQLitePredictionLog:
@@ -91,6 +96,7 @@ class SQLitePredictionLog:
                 f"CREATE INDEX IF NOT EXISTS {name} ON {table}({column})"
                 for name, table, column in INDEXES
             ),
+            f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER PRIMARY KEY, probed_at TEXT)",
         ]
         attempts = 50
         for attempt in range(attempts):
@@ -121,11 +127,35 @@ class SQLitePredictionLog:
             self._conn.execute("BEGIN")
             try:
                 self._conn.executemany(sql, rows)
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._end_failed_transaction()
                 raise
-            self._conn.execute("COMMIT")
             self._wake_checkpointer()
+
+    def _end_failed_transaction(self) -> None:
+        """Roll back what a failed write left open. A COMMIT that fails (disk full, read-only
+        file system, I/O error) may have rolled back by itself or not: left open, every later
+        BEGIN would fail ("cannot start a transaction within a transaction") even once the
+        disk has room again."""
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            log.warning("prediction log %s: rollback after a failed write failed: %s", self.path, e)
+
+    def probe(self) -> None:
+        """Commit one small write now (a row of its own table, never read): PredictionLogError,
+        naming the file and SQLite's reason, if the log cannot take writes (disk full,
+        read-only). What the API's /ready asks after a failed write."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
+        try:
+            self._write(
+                f"INSERT OR REPLACE INTO {PROBE_TABLE} (id, probed_at) VALUES (?, ?)", [(1, now)]
+            )
+        except sqlite3.Error as e:
+            raise PredictionLogError(f"prediction log {self.path}: cannot write: {e}") from e
 
     def _wake_checkpointer(self) -> None:
         """Signal the checkpoint thread, starting it on the first write (and again in a forked

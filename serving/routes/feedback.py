@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from fraud.predictions import FeedbackRow
+from serving.degradation import BackendUnavailableError
 from serving.deps import RuntimeDep
 from serving.schemas import Feedback, FeedbackResponse
 
 router = APIRouter()
+log = logging.getLogger("serving")
 
 
 @router.post("/feedback", response_model=FeedbackResponse)
 async def feedback(fb: Feedback, rt: RuntimeDep) -> FeedbackResponse:
     """Record a late fraud label; terminal risk uses it once older than the delay."""
     _, state = rt.require_model()
-    seen = state.add_label(fb.TRANSACTION_ID, fb.is_fraud)
+    try:
+        seen = state.add_label(fb.TRANSACTION_ID, fb.is_fraud)
+    except BackendUnavailableError as e:
+        log.error("%s", e)
+        raise HTTPException(
+            503, detail=f"the {e.backend} is unavailable, so the label was not recorded: retry"
+        ) from e
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     known = fb.known_at or now  # naive UTC already (the model's validator)
-    rt.log.log_feedback(
-        [FeedbackRow(fb.TRANSACTION_ID, int(fb.is_fraud), known.isoformat(), now.isoformat())]
-    )
+    try:
+        rt.log.log_feedback(
+            [FeedbackRow(fb.TRANSACTION_ID, int(fb.is_fraud), known.isoformat(), now.isoformat())]
+        )
+    except Exception as e:
+        log.error("prediction log: feedback not written: %s", e)
+        rt.log_failure = f"{type(e).__name__}: {e}"
+        raise HTTPException(
+            503,
+            detail="the prediction log is unavailable, so the label was not logged (the online "
+            "features have it): retry",
+        ) from e
     return FeedbackResponse(
         TRANSACTION_ID=fb.TRANSACTION_ID,
         recorded=True,

@@ -21,10 +21,13 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(response: Response, rt: RuntimeDep) -> dict[str, Any]:
-    """Readiness: a model and its feature state are loaded."""
-    if rt.model is None or rt.state is None:
+    """Readiness: a model and its feature state are loaded, and the backends a prediction
+    needs answer (the shared feature state; the prediction log, re-checked after a failed
+    write). 503 with the reasons otherwise."""
+    reasons = await rt.not_ready_because()
+    if reasons or rt.model is None:
         response.status_code = 503
-        return {"ready": False, "reason": "no model loaded"}
+        return {"ready": False, "reason": "; ".join(reasons)}
     return {"ready": True, "model_version": rt.model.version, "source": rt.model.source}
 
 
