@@ -123,6 +123,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--csv", type=Path, default=RESULTS_DIR / "scale.csv")
     p.add_argument("--plot", type=Path, default=FIGURE, help=f"default {FIGURE.relative_to(ROOT)}")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="measure nothing: merge these results files (runs done apart, e.g. 16x after 1x "
+        "and 4x) into one table, CSV and plot",
+    )
     args = p.parse_args(argv)
     try:
         args.factor_list = [float(x) for x in args.factors.split(",") if x.strip()]
@@ -376,8 +384,60 @@ def summary_line(r: StageRun) -> str:
 # ============================================================================================
 
 
+def print_tables(runs: list[StageRun], markdown: bool) -> None:
+    rows = table_rows(runs)
+    console.print(
+        rich_table("Scale: wall time and peak memory per stage", TABLE_COLUMNS, rows, left=3)
+    )
+    srows = slope_rows(runs)
+    console.print(
+        rich_table("How cost grows with rows (log-log slope)", SLOPE_COLUMNS, srows, left=2)
+    )
+    if markdown:
+        print(markdown_table(TABLE_COLUMNS, rows, left=3), "\n")
+        print(markdown_table(SLOPE_COLUMNS, srows, left=2, text_columns={"largest at"}))
+
+
+def write_outputs(runs: list[StageRun], args: argparse.Namespace) -> None:
+    """The CSV and the plot (the JSON is written by the caller)."""
+    if not runs:
+        return
+    write_csv(args.csv, runs)
+    console.print(f"csv: {args.csv}")
+    if not args.no_plot:
+        title = (
+            f"fraud pipeline scale curve, {os.cpu_count()} CPUs, git {git_head()}, "
+            f"days x f^{args.days_exponent:g}, customers and terminals x the rest"
+        )
+        plot(args.plot, runs, title)
+        console.print(f"plot: {args.plot}")
+
+
+def report_merged(args: argparse.Namespace) -> int:
+    """--from-json: the runs of several results files as one table, CSV and plot."""
+    runs: list[StageRun] = []
+    sources = []
+    for path in args.from_json:
+        data = json.loads(path.read_text())
+        sources.append(
+            {"file": str(path), "command": data.get("command"), "git": data.get("git_commit")}
+        )
+        runs += [
+            StageRun(**{**r, "at_peak": [tuple(x) for x in r.get("at_peak", [])]})
+            for r in data["runs"]
+        ]
+    runs.sort(key=lambda r: (r.factor, r.engine != "local"))
+    print_tables(runs, args.markdown)
+    merged = {"command": command_line(), "merged_from": sources, "runs": [asdict(r) for r in runs]}
+    console.print(f"results: {write_results(args.json, merged)}")
+    write_outputs(runs, args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        return report_merged(args)
     base = base_params(args.code)
     try:
         for f in args.factor_list:
@@ -405,17 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             except (ScaleError, RuntimeError) as e:
                 console.print(f"[bold red]{f:g}x failed:[/] {e}", highlight=False)
                 factors.append({"factor": f, "error": str(e)})
-    rows = table_rows(runs)
-    console.print(
-        rich_table("Scale: wall time and peak memory per stage", TABLE_COLUMNS, rows, left=3)
-    )
-    srows = slope_rows(runs)
-    console.print(
-        rich_table("How cost grows with rows (log-log slope)", SLOPE_COLUMNS, srows, left=2)
-    )
-    if args.markdown:
-        print(markdown_table(TABLE_COLUMNS, rows, left=3), "\n")
-        print(markdown_table(SLOPE_COLUMNS, srows, left=2, text_columns={"largest at", "of which"}))
+    print_tables(runs, args.markdown)
     results = {
         "command": command_line(),
         "git_commit": git_head(),
@@ -432,16 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [asdict(r) for r in runs],
     }
     console.print(f"results: {write_results(args.json, results)}")
-    if runs:
-        write_csv(args.csv, runs)
-        console.print(f"csv: {args.csv}")
-        if not args.no_plot:
-            title = (
-                f"fraud pipeline scale curve, {os.cpu_count()} CPUs, git {git_head()}, "
-                f"days x f^{args.days_exponent:g}"
-            )
-            plot(args.plot, runs, title)
-            console.print(f"plot: {args.plot}")
+    write_outputs(runs, args)
     return 0
 
 
