@@ -32,6 +32,8 @@ class Violation:
         ex = "; ".join(
             ", ".join(f"{k}={v}" for k, v in e.items()) for e in self.examples[:MAX_EXAMPLES]
         )
+        if not self.examples:  # a rule of the whole file (a missing column): no row to show
+            return f"{self.column}: {self.rule} ({self.rows} rows)"
         return f"{self.column}: {self.rule} ({self.rows} rows), e.g. [{ex}]"
 
 
@@ -96,7 +98,13 @@ def validate_transactions(raw: pd.DataFrame, limits: ContractLimits) -> Validati
     required = list(schema.RAW_COLUMNS) + ([schema.TX_FRAUD] if limits.require_labels else [])
     missing = [c for c in required if c not in raw.columns]
     for c in missing:
-        violations.append(Violation(c, "required column is missing", len(raw)))
+        # A near miss (case, spaces) is the usual cause: name the column the file has instead.
+        near = [str(f) for f in raw.columns if str(f).strip().upper() == c and str(f) != c]
+        hint = f" (the file has {near[0]!r}: names are exact, upper case)" if near else ""
+        found = ", ".join(map(str, raw.columns))
+        violations.append(
+            Violation(c, f"required column is missing{hint}; the file's columns: {found}", len(raw))
+        )
     if missing:
         return ValidationReport(len(raw), violations)
 
