@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fraud.features import FeatureConfig
 from fraud.metrics import CostModel
@@ -114,6 +115,36 @@ class RegisterParams(_Strict):
     gate: GateParams = GateParams()
 
 
+_MEMORY = re.compile(r"^(auto|0|\d+(\.\d+)?\s*([kMGT]i?B|B))$")
+
+
+class ComputeParams(_Strict):
+    """Where the features stage and training run (pipelines/compute.py).
+
+    `local` (the default): in this process. `dask`: on a Dask cluster, the one at Dask's own
+    DASK_SCHEDULER_ADDRESS when set (deployment, not experiment: a remote cluster), else a
+    LocalCluster of `n_workers` x `threads_per_worker` (`memory_limit` each) that the stage
+    starts and closes. `partitions` is the number of pieces the data is cut into: row chunks,
+    entity partitions of the features, the training data's partitions (the features do not
+    depend on it; the Dask-trained model does, a little).
+    """
+
+    engine: Literal["local", "dask"] = "local"
+    partitions: int = Field(8, ge=1)
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "4GiB"
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _dask_memory(cls, v: str) -> str:
+        if not _MEMORY.match(v.strip()):
+            raise ValueError(
+                f"{v!r} is not a memory size: expected e.g. '4GiB', '512MiB', 'auto' or 0"
+            )
+        return v.strip()
+
+
 class Params(_Strict):
     simulator: SimulatorConfig = SimulatorConfig()
     ingest: IngestParams = IngestParams()
@@ -123,6 +154,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
+    compute: ComputeParams = ComputeParams()
     #: Monitoring's own section, validated by `monitoring.config`; kept out of the params dump
     #: (and so out of a model's params hash): it does not change what is trained.
     monitor: dict[str, Any] = Field(default_factory=dict, exclude=True)

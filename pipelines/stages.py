@@ -58,16 +58,53 @@ def stage_validate(
 
 
 def stage_features(params: Params, layout: Layout, raw_path: Path | None = None) -> list[str]:
+    """The features stage, in this process or on Dask (`compute.engine`), with the same values."""
+    raw = raw_path or layout.raw
+    if params.compute.engine == "dask":
+        from pipelines.build_features import build_features_on_dask
+        from pipelines.compute import dask_client
+
+        with dask_client(params.compute) as client:
+            res = build_features_on_dask(
+                client,
+                # Absolute: the workers do not share this process's working directory.
+                Path(raw).resolve(),
+                params.features,
+                params.validate_.limits(),
+                layout.features,
+                params.compute.partitions,
+            )
+        return res.features
+
     from pipelines.build_features import build_features
 
-    res = build_features(
-        raw_path or layout.raw, params.features, params.validate_.limits(), layout.features
-    )
+    res = build_features(raw, params.features, params.validate_.limits(), layout.features)
     return res.features
 
 
 def stage_train(params: Params, layout: Layout) -> dict[str, Any]:
+    """The train stage, in this process or with xgboost.dask (`compute.engine`): the same model
+    format, threshold rule and info file."""
     from pipelines.train import save_model, train_model
+
+    if params.compute.engine == "dask":
+        from pipelines.compute import dask_client
+        from pipelines.train_dask import train_model_on_dask
+
+        with dask_client(params.compute) as client:
+            booster, result = train_model_on_dask(
+                client,
+                layout.features.resolve(),
+                params.features.feature_names(),
+                params.split.split(),
+                params.split.validation_days,
+                params.train,
+                params.evaluate.cost.model(),
+                params.compute.partitions,
+            )
+        result.feature_config = params.features.model_dump(mode="json")
+        save_model(booster, result, layout.model, layout.train_info)
+        return result.as_dict()
 
     frame = pd.read_parquet(layout.features)
     booster, result = train_model(

@@ -50,16 +50,21 @@ def xgb_params(p: TrainParams, y: np.ndarray | None = None) -> dict[str, Any]:
     return params
 
 
-def fit_booster(frame: pd.DataFrame, features: list[str], p: TrainParams) -> xgb.Booster:
-    """Fit one booster on `frame` (needs TX_FRAUD with both classes)."""
-    y = frame[schema.TX_FRAUD].to_numpy()
-    if len(frame) == 0:
+def check_training_window(rows: int, frauds: int, features: list[str], p: TrainParams) -> None:
+    """Raise a TrainingError naming the key when a window cannot train a model."""
+    if rows == 0:
         raise TrainingError("the training window has no transactions: check split.train_start")
-    if y.sum() == 0 or y.sum() == len(y):
+    if frauds == 0 or frauds == rows:
         raise TrainingError("the training window needs both frauds and genuine transactions")
     unknown = [f for f in p.monotone_increasing if f not in features]
     if unknown:
         raise TrainingError(f"train.monotone_increasing: {unknown} are not model features")
+
+
+def fit_booster(frame: pd.DataFrame, features: list[str], p: TrainParams) -> xgb.Booster:
+    """Fit one booster on `frame` (needs TX_FRAUD with both classes)."""
+    y = frame[schema.TX_FRAUD].to_numpy()
+    check_training_window(len(frame), int(y.sum()), features, p)
     params = xgb_params(p, y)
     if p.monotone_increasing:
         params["monotone_constraints"] = {f: 1 for f in p.monotone_increasing}
@@ -95,20 +100,30 @@ def random_search(
     fit: pd.DataFrame, valid: pd.DataFrame, features: list[str], base: TrainParams, n_iter: int
 ) -> tuple[TrainParams, list[dict[str, Any]]]:
     """Random search scored by AP on the validation window; the base params are trial 0."""
-    rng = np.random.default_rng(base.seed)
     trials: list[dict[str, Any]] = []
+    best, best_ap = base, -1.0
+    for cand in search_candidates(base, n_iter):
+        booster = fit_booster(fit, features, cand)
+        ap = average_precision(valid[schema.TX_FRAUD].to_numpy(), predict(booster, valid, features))
+        trials.append(search_trial(cand, ap))
+        if ap > best_ap:
+            best, best_ap = cand, ap
+    return best, trials
+
+
+def search_candidates(base: TrainParams, n_iter: int) -> list[TrainParams]:
+    """The random search's candidates: the base params, then `n_iter - 1` draws (seeded)."""
+    rng = np.random.default_rng(base.seed)
     candidates = [base]
     for _ in range(n_iter - 1):
         changes = {k: v[int(rng.integers(len(v)))] for k, v in SEARCH_SPACE.items()}
         candidates.append(base.model_copy(update=changes))
-    best, best_ap = base, -1.0
-    for cand in candidates:
-        booster = fit_booster(fit, features, cand)
-        ap = average_precision(valid[schema.TX_FRAUD].to_numpy(), predict(booster, valid, features))
-        trials.append({**{k: getattr(cand, k) for k in SEARCH_SPACE}, "validation_ap": ap})
-        if ap > best_ap:
-            best, best_ap = cand, ap
-    return best, trials
+    return candidates
+
+
+def search_trial(cand: TrainParams, validation_ap: float) -> dict[str, Any]:
+    """One trial's record in `TrainResult.search_trials`."""
+    return {**{k: getattr(cand, k) for k in SEARCH_SPACE}, "validation_ap": validation_ap}
 
 
 @dataclass
@@ -124,9 +139,15 @@ class TrainResult:
     search_trials: list[dict[str, Any]] = field(default_factory=list)
     #: The FeatureConfig the features were computed with (batch scoring and serving reuse it).
     feature_config: dict[str, Any] = field(default_factory=dict)
+    #: Where it was trained when not in process (pipelines/train_dask.py): the engine, the
+    #: tree method it used and why. Left out of the info file for the in-process engine.
+    engine: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["engine"] is None:
+            del out["engine"]
+        return out
 
 
 def train_model(

@@ -8,7 +8,7 @@ stage and batch scoring use it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,8 @@ def calendar_features(df: pd.DataFrame, cfg: FeatureConfig) -> pd.DataFrame:
     return pd.DataFrame(_calendar_columns(df, cfg), index=df.index)
 
 
-class CustomerSums(NamedTuple):
+@dataclass(frozen=True)
+class CustomerSums:
     """Where the running totals behind the customer windows stand before a frame's first
     customer: the sums of centred amounts and of their squares over every customer before it."""
 
@@ -84,10 +85,21 @@ def customer_features(
 
 def customer_sums_after(df: pd.DataFrame, before: CustomerSums) -> CustomerSums:
     """Where the running totals stand after the customers of `df` (see `customer_features`)."""
+    return continue_customer_sums(customer_centred_amounts(df), before)
+
+
+def customer_centred_amounts(df: pd.DataFrame) -> np.ndarray:
+    """The amounts behind the running totals: sorted by (customer, time, input position) and
+    centred on their customer's mean (the slow part of `customer_sums_after`)."""
     if len(df) == 0:
-        return before
+        return np.empty(0, dtype=np.float64)
     _, seconds = _seconds(df)
-    _, _, _, _, centred = _customer_order(df, seconds)
+    return _customer_order(df, seconds)[4]
+
+
+def continue_customer_sums(centred: np.ndarray, before: CustomerSums) -> CustomerSums:
+    """The running totals after adding `customer_centred_amounts` to `before` (a quick,
+    sequential step: chained over runs of customers, it gives each run its `before`)."""
     return CustomerSums(
         _prefix_sums_from(centred, before.amount)[-1],
         _prefix_sums_from(centred * centred, before.square)[-1],

@@ -1,0 +1,79 @@
+"""The Dask cluster a stage runs on when `compute.engine: dask` (params.yaml).
+
+Which cluster is deployment, not experiment, so it is not in params.yaml: Dask's own
+DASK_SCHEDULER_ADDRESS (or `scheduler-address` in Dask's configuration) names a running
+scheduler, e.g. a cluster on Kubernetes whose workers run this project's image; without it the
+stage starts a LocalCluster of `compute.n_workers` processes and closes it when done. Dask is
+imported here only when a stage asks for a cluster: the in-process engine and the API image
+never load it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from pipelines.params import ComputeParams
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
+
+log = logging.getLogger("pipelines")
+
+#: Seconds to wait for a scheduler, or for a LocalCluster's workers, on a busy machine.
+CONNECT_TIMEOUT_S = 120
+
+
+def scheduler_address() -> str | None:
+    """The scheduler to use: DASK_SCHEDULER_ADDRESS, else Dask's `scheduler-address` config."""
+    import dask
+
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
+    return str(address) if address else None
+
+
+@contextmanager
+def dask_client(cfg: ComputeParams) -> Iterator[Client]:
+    """A client of the configured cluster, closed on exit (with the LocalCluster it started)."""
+    from dask.distributed import Client, LocalCluster
+
+    address = scheduler_address()
+    if address:
+        log.info("dask: connecting to the scheduler at %s (DASK_SCHEDULER_ADDRESS)", address)
+        with Client(address, timeout=CONNECT_TIMEOUT_S) as client:
+            _log_cluster(client)
+            yield client
+        return
+    log.info(
+        "dask: starting a LocalCluster of %d workers x %d threads, %s each",
+        cfg.n_workers,
+        cfg.threads_per_worker,
+        cfg.memory_limit,
+    )
+    with (
+        LocalCluster(
+            n_workers=cfg.n_workers,
+            threads_per_worker=cfg.threads_per_worker,
+            memory_limit=cfg.memory_limit,
+            processes=True,
+            # A free port: other runs on this machine may hold 8787.
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster, timeout=CONNECT_TIMEOUT_S) as client,
+    ):
+        client.wait_for_workers(cfg.n_workers, timeout=CONNECT_TIMEOUT_S)
+        _log_cluster(client)
+        yield client
+
+
+def _log_cluster(client: Client) -> None:
+    info = client.scheduler_info()
+    workers = info.get("workers", {})
+    threads = sum(int(w.get("nthreads", 0)) for w in workers.values())
+    log.info("dask: %d workers, %d threads", len(workers), threads)
+    # The dashboard needs bokeh, which the project does not install: only a link that works.
+    if "dashboard" in info.get("services", {}):
+        log.info("dask: dashboard at %s", client.dashboard_link)

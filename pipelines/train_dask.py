@@ -1,0 +1,188 @@
+"""Train step on a Dask cluster (`compute.engine: dask`): `xgboost.dask` on the train window.
+
+The same protocol as pipelines/train.py, step for step: a scout model on the train window
+minus its last `validation_days` picks the cost-optimal threshold (and, with
+`train.search.enabled`, the hyperparameters: the same seeded candidates) on the validation
+days, then the model is trained on the whole window. The result is the same `xgb.Booster`
+with the same attributes, saved by the same `save_model`: the registry, the evaluation and the
+API cannot tell how it was trained. Only the validation scores and labels come back to this
+process; the windows stay on the workers.
+
+Tree method: xgboost.dask supports `hist` and `approx`, not `exact` (the in-process default:
+it scored a higher AP on this data). With `train.tree_method: exact`, the Dask path trains
+with `hist` (`DASK_TREE_METHOD`) and records it in train_info.json's `engine`; the measured AP
+gap is in docs/model.md. The model also depends a little on how the rows are spread over the
+workers (the histogram bins are sketched per worker and merged): `compute.partitions` and the
+number of workers are results-changing knobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from fraud import schema
+from fraud.metrics import CostModel, average_precision, cost_optimal_threshold
+from pipelines.errors import TrainingError
+from pipelines.params import TrainParams
+from pipelines.splits import TimeSplit
+from pipelines.train import (
+    TrainResult,
+    check_training_window,
+    search_candidates,
+    search_trial,
+    xgb_params,
+)
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    from dask.distributed import Client
+
+log = logging.getLogger("pipelines")
+
+#: What the Dask path trains with when params ask for `exact`, which xgboost.dask lacks.
+DASK_TREE_METHOD = "hist"
+
+
+def dask_tree_method(p: TrainParams) -> str:
+    """The tree method xgboost.dask trains `p` with (`exact` becomes `DASK_TREE_METHOD`)."""
+    return DASK_TREE_METHOD if p.tree_method == "exact" else p.tree_method
+
+
+def train_model_on_dask(
+    client: Client,
+    features_path: str | Path,
+    feature_names: list[str],
+    split: TimeSplit,
+    validation_days: int,
+    p: TrainParams,
+    cost: CostModel,
+    partitions: int,
+) -> tuple[xgb.Booster, TrainResult]:
+    """`train_model` on a Dask cluster, reading the train window from the features file
+    (a path the workers can read)."""
+    if validation_days >= split.train_days:
+        raise TrainingError("split.validation_days must be smaller than split.train_days")
+    valid_start = split.train_end - dt.timedelta(days=validation_days)
+    columns = [schema.TX_DATETIME, schema.TX_FRAUD, *feature_names]
+    train = _window(features_path, columns, split.train_start, split.train_end, partitions)
+    train = client.persist(train)
+    fit_part = _between(train, split.train_start, valid_start)
+    valid = _between(train, valid_start, split.train_end)
+    method = dask_tree_method(p)
+    if method != p.tree_method:
+        log.warning(
+            "train on dask: train.tree_method %s is not supported by xgboost.dask "
+            "(hist and approx only): training with %s",
+            p.tree_method,
+            method,
+        )
+    trials: list[dict[str, Any]] = []
+    if p.search.enabled:
+        best, best_ap = p, -1.0
+        for i, cand in enumerate(search_candidates(p, p.search.n_iter)):
+            y_cand, s_cand = _scores(
+                client,
+                fit_booster_on_dask(client, fit_part, feature_names, cand),
+                valid,
+                feature_names,
+            )
+            ap = average_precision(y_cand, s_cand)
+            trials.append(search_trial(cand, ap))
+            log.info(
+                "train on dask: search trial %d/%d, validation AP %.4f", i + 1, p.search.n_iter, ap
+            )
+            if ap > best_ap:
+                best, best_ap = cand, ap
+        p = best
+    scout = fit_booster_on_dask(client, fit_part, feature_names, p)
+    y_valid, valid_scores = _scores(client, scout, valid, feature_names)
+    threshold = cost_optimal_threshold(y_valid, valid_scores, cost)
+    booster = fit_booster_on_dask(client, train, feature_names, p)
+    booster.set_attr(threshold=repr(threshold), features=",".join(feature_names))
+    rows_train, frauds_train = client.compute(
+        [train[schema.TX_FRAUD].size, train[schema.TX_FRAUD].sum()], sync=True
+    )
+    result = TrainResult(
+        features=feature_names,
+        threshold=threshold,
+        params=p.model_dump(mode="json"),
+        train_window=split.describe(),
+        rows_train=int(rows_train),
+        frauds_train=int(frauds_train),
+        rows_validation=len(y_valid),
+        validation_ap=average_precision(y_valid, valid_scores) if y_valid.any() else float("nan"),
+        search_trials=trials,
+        engine={
+            "engine": "dask",
+            "tree_method": method,
+            "why": (
+                f"xgboost.dask has no {p.tree_method} tree method"
+                if method != p.tree_method
+                else "as train.tree_method asks"
+            ),
+            "workers": len(client.scheduler_info().get("workers", {})),
+            "partitions": partitions,
+        },
+    )
+    return booster, result
+
+
+def fit_booster_on_dask(
+    client: Client, frame: dd.DataFrame, features: list[str], p: TrainParams
+) -> xgb.Booster:
+    """`fit_booster` with xgboost.dask: the same checks and booster parameters (the tree method
+    of `dask_tree_method`; the workers' own threads instead of `train.nthread`)."""
+    import xgboost.dask as dxgb
+
+    y = frame[schema.TX_FRAUD]
+    rows, frauds = client.compute([y.size, y.sum()], sync=True)
+    check_training_window(int(rows), int(frauds), features, p)
+    params = xgb_params(p)
+    params["tree_method"] = dask_tree_method(p)
+    del params["nthread"]  # each worker trains with its own threads
+    if p.imbalance == "scale_pos_weight":
+        params["scale_pos_weight"] = float((rows - frauds) / frauds)
+    if p.monotone_increasing:
+        params["monotone_constraints"] = {f: 1 for f in p.monotone_increasing}
+    dtrain = dxgb.DaskDMatrix(client, frame[features].astype(np.float32), y, feature_names=features)
+    out = dxgb.train(client, params, dtrain, num_boost_round=p.n_estimators, verbose_eval=False)
+    booster: xgb.Booster = out["booster"]
+    return booster
+
+
+def _scores(
+    client: Client, booster: xgb.Booster, frame: dd.DataFrame, features: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and fraud probabilities of `frame`'s rows, in the same order."""
+    import xgboost.dask as dxgb
+
+    scores = dxgb.inplace_predict(client, booster, frame[features].astype(np.float32))
+    y, s = client.compute([frame[schema.TX_FRAUD], scores], sync=True)
+    return np.asarray(y), np.asarray(s, dtype=np.float64)
+
+
+def _window(
+    path: str | Path, columns: list[str], start: dt.date, end: dt.date, partitions: int
+) -> dd.DataFrame:
+    """The rows of [start, end) of a features file, in `partitions` partitions."""
+    import dask.dataframe as dd
+
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    frame = dd.read_parquet(
+        str(path),
+        columns=columns,
+        filters=[(schema.TX_DATETIME, ">=", lo), (schema.TX_DATETIME, "<", hi)],
+    )
+    return _between(frame, start, end).repartition(npartitions=partitions)
+
+
+def _between(frame: dd.DataFrame, start: dt.date, end: dt.date) -> dd.DataFrame:
+    t = frame[schema.TX_DATETIME]
+    return frame[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))]
