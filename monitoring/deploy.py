@@ -6,16 +6,19 @@ the prediction log. It needs a Prefect server (PREFECT_API_URL), which keeps the
 Prefect's temporary local server dies with the process that started it, so it cannot hold one.
 
 By default this process is the worker: it polls the server and runs each scheduled (or manually
-triggered) flow run in a subprocess, until stopped (Ctrl-C). With `--work-pool NAME --image
-IMAGE` it registers the deployment on that work pool instead and exits: the pool's worker (on
-Kubernetes, k8s/platform/prefect/) starts each run as a job of IMAGE. Registering again updates
-the deployment in place.
+triggered) flow run in a subprocess, until stopped (Ctrl-C). With `--work-pool NAME` it registers
+the deployment on that work pool instead and exits, and the pool's worker runs the runs
+(fraud/work_pools.py): on a `process` pool, `prefect worker start --pool NAME --type process`
+runs them from this checkout (`--source`, default the current directory: `monitoring/flows.py`,
+and relative paths read there); on a pool of images (Kubernetes, k8s/platform/prefect/), each
+run is a job of `--image IMAGE`. Registering again updates the deployment in place.
 
     prefect server start --host 127.0.0.1 --port 4200 &        # once, in its own terminal
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     python -m monitoring.deploy                                 # serve monitoring/daily
     prefect deployment run monitoring/daily                     # a run now, besides the schedule
     python -m monitoring.deploy --dry-run                       # show the deployment, serve nothing
+    python -m monitoring.deploy --work-pool local               # register on a process pool
     python -m monitoring.deploy --work-pool k8s --image fraud-platform:0.1.0   # register only
 """
 
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from fraud.work_pools import WorkPoolError, WorkPoolTarget, prepare, register_on_work_pool
 from monitoring.flows import SCHEDULED, TRAINING_DEPLOYMENT
 
 if TYPE_CHECKING:
@@ -106,38 +110,23 @@ def describe(deployment: RunnerDeployment) -> dict[str, Any]:
     }
 
 
-def register(deployment: RunnerDeployment, work_pool: str, image: str) -> None:
-    """Create or update the deployment on `work_pool`, its runs to run in `image` (nothing is
-    built or pushed); exit 1 with the server's reason when it refuses (e.g. no such pool)."""
-    from prefect import get_client
+def register(deployment: RunnerDeployment, target: WorkPoolTarget) -> None:
+    """Create or update the deployment on the target's work pool (nothing is built or pushed);
+    exit 1 with the reason when the pool cannot take it or the server refuses it."""
     from prefect.deployments.runner import DeploymentApplyError
-    from prefect.exceptions import ObjectNotFound
 
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(work_pool)
-        except ObjectNotFound:
-            print(
-                f"error: --work-pool {work_pool}: the Prefect server has no work pool of that "
-                f"name; create it first (prefect work-pool create {work_pool} --type kubernetes "
-                "--base-job-template FILE)",
-                file=sys.stderr,
-            )
-            raise typer.Exit(1) from None
     try:
-        # `apply` rather than `prefect.deploy`: the latter refuses an image for a pool whose
-        # template has no `image` variable (a process pool) and prints a table.
-        deployment_id = deployment.apply(work_pool_name=work_pool, image=image)
+        [deployment_id] = register_on_work_pool([deployment], target)
+    except WorkPoolError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(1) from None
     except DeploymentApplyError as e:
         print(
-            f"error: registering monitoring/{deployment.name} on work pool {work_pool}: {e}",
+            f"error: registering monitoring/{deployment.name} on work pool {target.pool}: {e}",
             file=sys.stderr,
         )
         raise typer.Exit(1) from None
-    print(
-        f"registered monitoring/{deployment.name} ({deployment_id}) on work pool {work_pool}, "
-        f"image {image}"
-    )
+    print(f"registered monitoring/{deployment.name} ({deployment_id}) {target.sentence()}")
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -166,27 +155,47 @@ def serve(
         str | None,
         typer.Option(
             metavar="NAME",
-            help="register the deployment on this work pool and exit, instead of serving it",
+            help="register the deployment on this work pool and exit, instead of serving it; a "
+            "process pool runs it from --source, a pool of images (kubernetes) from --image",
         ),
     ] = None,
     image: Annotated[
-        str | None, typer.Option(help="the image the work pool's jobs run (with --work-pool)")
+        str | None,
+        typer.Option(
+            help="the image the work pool's jobs run: required for a pool whose jobs run an "
+            "image (kubernetes, docker), refused for a process pool"
+        ),
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="for a process pool: the project checkout its worker runs the flow from, and "
+            "the runs' working directory (default: the current directory)",
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the deployment as JSON and serve nothing")
     ] = False,
 ) -> None:
     """Serve the monitoring flow on the Prefect server at PREFECT_API_URL, on a daily schedule
-    (or, with --work-pool and --image, register it on a work pool and exit).
+    (or, with --work-pool, register it on a work pool and exit).
 
     Serving runs until stopped; each scheduled run checks the day that ended at midnight (UTC).
     """
-    if (work_pool is None) != (image is None):
+    if work_pool is None and (image is not None or source is not None):
         print(
-            "error: --work-pool and --image go together: the pool's jobs need an image",
+            "error: --image and --source describe a work pool's jobs: they need --work-pool",
             file=sys.stderr,
         )
         raise typer.Exit(2)
+    target = None
+    if work_pool is not None:
+        try:
+            target = WorkPoolTarget.of(work_pool, image, source)
+        except WorkPoolError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
     try:
         deployment = monitoring_deployment(
             name=name,
@@ -197,13 +206,15 @@ def serve(
             write_report=report,
             training_deployment=training_deployment,
         )
-    except ValueError as e:
+        if target is not None:
+            deployment = prepare(deployment, target)
+    except ValueError as e:  # a bad cron, or a --source without the project's flows
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(1) from None
     if dry_run:
         shown = describe(deployment)
-        if work_pool is not None:
-            shown |= {"work_pool": work_pool, "image": image}
+        if target is not None:
+            shown |= target.describe()
         print(json.dumps(shown, indent=2))
         return
     from prefect.settings import PREFECT_API_URL
@@ -216,8 +227,8 @@ def serve(
             file=sys.stderr,
         )
         raise typer.Exit(1)
-    if work_pool is not None and image is not None:
-        register(deployment, work_pool, image)
+    if target is not None:
+        register(deployment, target)
         return
     from prefect import serve as prefect_serve
 

@@ -14,10 +14,16 @@ and the deployment with it):
 * serve (the default, on one machine): `python -m pipelines.deploy` serves
   `retraining/production` from this process, which runs each flow run as a subprocess until
   stopped;
-* work pool (Kubernetes): `python -m pipelines.deploy --work-pool NAME --image IMAGE` registers
-  `training/production` and `retraining/production` on the work pool and exits; the pool's
-  worker starts each flow run as a job of IMAGE. Re-running it updates both deployments in place
-  (Prefect identifies a deployment by flow and name), so it is safe to repeat.
+* work pool: `python -m pipelines.deploy --work-pool NAME` registers `training/production` and
+  `retraining/production` on the work pool and exits; the pool's worker runs each flow run.
+  Which kind of pool it is comes from the server (fraud/work_pools.py):
+  - a `process` pool (one machine: `prefect worker start --pool NAME --type process`): the
+    deployments run the flows from this checkout (`--source`, default the current directory),
+    as `pipelines/flows.py:training` with that directory as the runs' working directory;
+  - a pool whose jobs run an image (Kubernetes, k8s/platform/prefect/): `--image IMAGE` names
+    it, and the deployments name the flows by module path (the image has the project installed).
+  Re-running it updates both deployments in place (Prefect identifies a deployment by flow and
+  name), so it is safe to repeat.
 
 `--dry-run` prints what would be served or registered.
 """
@@ -28,12 +34,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-if TYPE_CHECKING:
-    from uuid import UUID
+from fraud.work_pools import (
+    WorkPoolError,
+    WorkPoolTarget,
+    prepare,
+    register_on_work_pool,
+)
 
+if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 DEPLOYMENT_NAME = "production"
@@ -51,8 +61,8 @@ def build_deployment(
     """The `retraining/production` deployment, with the run-independent parameters set.
 
     by_module: name the flow by its module path (`pipelines.flows.retraining`) instead of this
-    checkout's file, for a work pool whose jobs run elsewhere (an image with the project
-    installed) and so know no file path of the registering machine.
+    checkout's file, for a work pool (fraud.work_pools.prepare then points it at a checkout for
+    a process pool; an image has the project installed and knows no file of this machine).
     """
     from prefect.flows import EntrypointType
 
@@ -70,8 +80,9 @@ def build_deployment(
 
 
 def build_training_deployment(params_path: str, repo: str, workdir: str) -> RunnerDeployment:
-    """The `training/production` deployment (by module path, for a work pool): train, evaluate
-    and register from the DVC-versioned data of `repo`; a run may set `rev`."""
+    """The `training/production` deployment (by module path, for a work pool; see
+    fraud.work_pools.prepare): train, evaluate and register from the DVC-versioned data of
+    `repo`; a run may set `rev`."""
     from prefect.flows import EntrypointType
 
     from pipelines.flows import training
@@ -103,37 +114,6 @@ def deployment_summary(dep: RunnerDeployment) -> dict[str, Any]:
     return summary
 
 
-class WorkPoolNotFoundError(LookupError):
-    """The Prefect server has no work pool of that name."""
-
-
-def register_on_work_pool(
-    deployments: Sequence[RunnerDeployment], work_pool: str, image: str
-) -> list[UUID]:
-    """Create or update each deployment on `work_pool`, its flow runs to run in `image`.
-
-    Nothing is built or pushed: the image exists already (deploy/platform.Dockerfile). Raises
-    WorkPoolNotFoundError, naming the pool, when the server has none of that name (create it
-    first: `prefect work-pool create NAME --type kubernetes --base-job-template FILE`).
-    """
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(work_pool)
-        except ObjectNotFound:
-            raise WorkPoolNotFoundError(
-                f"--work-pool {work_pool}: the Prefect server has no work pool of that name; "
-                f"create it first (prefect work-pool create {work_pool} --type kubernetes "
-                "--base-job-template FILE)"
-            ) from None
-    # `apply` rather than `prefect.deploy`: the latter refuses an image for a pool whose
-    # template has no `image` variable (a process pool, as in the tests) and prints a table.
-    # Called from sync code, `apply` returns the id (not a coroutine).
-    return [cast("UUID", d.apply(work_pool_name=work_pool, image=image)) for d in deployments]
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.deploy",
@@ -157,10 +137,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="register the training and retraining deployments on this work pool and exit, "
-        "instead of serving",
+        "instead of serving; a process pool runs them from --source, a pool of images "
+        "(kubernetes) from --image",
     )
     parser.add_argument(
-        "--image", default=None, help="the image the work pool's jobs run (with --work-pool)"
+        "--image",
+        default=None,
+        help="the image the work pool's jobs run: required for a pool whose jobs run an image "
+        "(kubernetes, docker), refused for a process pool",
+    )
+    parser.add_argument(
+        "--source",
+        default=None,
+        metavar="DIR",
+        help="for a process pool: the project checkout its worker runs the flows from, and their "
+        "working directory (relative paths are read there; default: the current directory)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the deployments; serve or register nothing"
@@ -171,21 +162,29 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if (args.work_pool is None) != (args.image is None):
-        parser.error("--work-pool and --image go together: the pool's jobs need an image")
-    pooled = args.work_pool is not None
-    dep = build_deployment(args.params, args.repo, args.workdir, by_module=pooled)
+    if args.work_pool is None and (args.image is not None or args.source is not None):
+        parser.error("--image and --source describe a work pool's jobs: they need --work-pool")
+    target = None
+    if args.work_pool is not None:
+        try:
+            target = WorkPoolTarget.of(args.work_pool, args.image, args.source)
+        except WorkPoolError as e:
+            parser.error(str(e))
+    dep = build_deployment(args.params, args.repo, args.workdir, by_module=target is not None)
     deployments = [dep]
-    if pooled:
+    if target is not None:
         training = build_training_deployment(args.params, args.repo, args.training_workdir)
-        deployments = [training, dep]
+        try:
+            deployments = [prepare(d, target) for d in (training, dep)]
+        except WorkPoolError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     summary = deployment_summary(dep)
     if args.dry_run:
         shown: dict[str, Any] = summary
-        if pooled:
+        if target is not None:
             shown = {
-                "work_pool": args.work_pool,
-                "image": args.image,
+                **target.describe(),
                 "deployments": [deployment_summary(d) for d in deployments],
             }
         print(json.dumps(shown, indent=2))
@@ -198,16 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if pooled:
+    if target is not None:
         try:
-            ids = register_on_work_pool(deployments, args.work_pool, args.image)
-        except WorkPoolNotFoundError as e:
+            ids = register_on_work_pool(deployments, target)
+        except WorkPoolError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         for d, deployment_id in zip(deployments, ids, strict=True):
             print(
-                f"registered {d.flow_name}/{d.name} ({deployment_id}) on work pool "
-                f"{args.work_pool}, image {args.image}",
+                f"registered {d.flow_name}/{d.name} ({deployment_id}) {target.sentence()}",
                 flush=True,
             )
         return 0
