@@ -33,7 +33,10 @@ log = logging.getLogger("fraud.predictions")
 
 #: One row that `probe` rewrites: a write that proves the file takes writes. Not part of the
 #: contract (no reader looks at it).
-PROBE_TABLE = "prediction_log_probe"
+PROBE_TABLE = "prediction_log_write_probe"
+#: Bytes the probe writes: more than a request's rows, so that a probe that fits where the
+#: next request's rows would not (the last pages of a full disk) does not report a recovery.
+PROBE_BYTES = 64 * 1024
 
 
 class SQLitePredictionLog:
@@ -96,7 +99,8 @@ class SQLitePredictionLog:
                 f"CREATE INDEX IF NOT EXISTS {name} ON {table}({column})"
                 for name, table, column in INDEXES
             ),
-            f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER PRIMARY KEY, probed_at TEXT)",
+            f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} "
+            "(id INTEGER PRIMARY KEY, probed_at TEXT, padding BLOB)",
         ]
         attempts = 50
         for attempt in range(attempts):
@@ -146,13 +150,15 @@ class SQLitePredictionLog:
             log.warning("prediction log %s: rollback after a failed write failed: %s", self.path, e)
 
     def probe(self) -> None:
-        """Commit one small write now (a row of its own table, never read): PredictionLogError,
+        """Commit a write now (one row of its own table, never read): PredictionLogError,
         naming the file and SQLite's reason, if the log cannot take writes (disk full,
         read-only). What the API's /ready asks after a failed write."""
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
         try:
             self._write(
-                f"INSERT OR REPLACE INTO {PROBE_TABLE} (id, probed_at) VALUES (?, ?)", [(1, now)]
+                f"INSERT OR REPLACE INTO {PROBE_TABLE} (id, probed_at, padding) "
+                "VALUES (?, ?, zeroblob(?))",
+                [(1, now, PROBE_BYTES)],
             )
         except sqlite3.Error as e:
             raise PredictionLogError(f"prediction log {self.path}: cannot write: {e}") from e
