@@ -19,6 +19,7 @@ number of workers are results-changing knobs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,7 @@ def train_model_on_dask(
         raise TrainingError("split.validation_days must be smaller than split.train_days")
     valid_start = split.train_end - dt.timedelta(days=validation_days)
     columns = [schema.TX_DATETIME, schema.TX_FRAUD, *feature_names]
-    train = _window(features_path, columns, split.train_start, split.train_end, partitions)
+    train = _window(client, features_path, columns, split.train_start, split.train_end, partitions)
     train = client.persist(train)
     fit_part = _between(train, split.train_start, valid_start)
     valid = _between(train, valid_start, split.train_end)
@@ -169,18 +170,55 @@ def _scores(
 
 
 def _window(
-    path: str | Path, columns: list[str], start: dt.date, end: dt.date, partitions: int
+    client: Client,
+    path: str | Path,
+    columns: list[str],
+    start: dt.date,
+    end: dt.date,
+    partitions: int,
 ) -> dd.DataFrame:
-    """The rows of [start, end) of a features file, in `partitions` partitions."""
+    """The rows of [start, end) of a features file in `partitions` partitions, read by the
+    workers (the row groups that can hold the window, cut evenly, so that every worker gets
+    its share of the training rows)."""
     import dask.dataframe as dd
 
-    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    frame = dd.read_parquet(
-        str(path),
-        columns=columns,
-        filters=[(schema.TX_DATETIME, ">=", lo), (schema.TX_DATETIME, "<", hi)],
-    )
-    return _between(frame, start, end).repartition(npartitions=partitions)
+    from fraud.features.distributed import read_parquet_chunks
+
+    rows = _rows_that_may_hold(path, pd.Timestamp(start), pd.Timestamp(end))
+    keep = functools.partial(_rows_between, start=start, end=end)
+    chunks = read_parquet_chunks(client, path, partitions, keep, columns=columns, rows=rows)
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).schema_arrow.empty_table().select(columns).to_pandas()
+    return dd.from_delayed(chunks, meta=meta, verify_meta=False)
+
+
+def _rows_that_may_hold(path: str | Path, lo: pd.Timestamp, hi: pd.Timestamp) -> tuple[int, int]:
+    """The row range [start, stop) of the row groups whose TX_DATETIME statistics overlap
+    [lo, hi) (all rows where a group has no statistics)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    col = meta.schema.to_arrow_schema().get_field_index(schema.TX_DATETIME)
+    first, last, offset = None, 0, 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        stats = group.column(col).statistics
+        overlaps = (
+            stats is None
+            or not stats.has_min_max
+            or (pd.Timestamp(stats.max) >= lo and pd.Timestamp(stats.min) < hi)
+        )
+        if overlaps:
+            first = offset if first is None else first
+            last = offset + group.num_rows
+        offset += group.num_rows
+    return (first, last) if first is not None else (0, 0)
+
+
+def _rows_between(frame: pd.DataFrame, start: dt.date, end: dt.date) -> pd.DataFrame:
+    t = frame[schema.TX_DATETIME]
+    return frame[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))]
 
 
 def _between(frame: dd.DataFrame, start: dt.date, end: dt.date) -> dd.DataFrame:

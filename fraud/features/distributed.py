@@ -66,15 +66,18 @@ def read_parquet_chunks(
     path: str | Path,
     n_chunks: int,
     prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    columns: list[str] | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> list[Future]:
-    """A Parquet file as `n_chunks` row chunks, each read by a worker (the path must be
-    readable there) and passed through `prepare` (e.g. the contract's types)."""
+    """A Parquet file (or its `rows` [start, stop)) as `n_chunks` row chunks, each read by a
+    worker (the path must be readable there) and passed through `prepare` (e.g. the contract's
+    types)."""
     import pyarrow.parquet as pq
 
-    rows = pq.ParquetFile(path).metadata.num_rows
-    bounds = _chunk_bounds(rows, n_chunks)
+    start, stop = rows if rows is not None else (0, pq.ParquetFile(path).metadata.num_rows)
+    bounds = [start + b for b in _chunk_bounds(stop - start, n_chunks)]
     return [
-        client.submit(_read_rows, str(path), a, b, prepare, pure=False)
+        client.submit(_read_rows, str(path), a, b, prepare, columns, pure=False)
         for a, b in itertools.pairwise(bounds)
     ]
 
@@ -132,7 +135,11 @@ def _chunk_bounds(rows: int, n_chunks: int) -> list[int]:
 
 
 def _read_rows(
-    path: str, start: int, stop: int, prepare: Callable[[pd.DataFrame], pd.DataFrame] | None
+    path: str,
+    start: int,
+    stop: int,
+    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
@@ -144,7 +151,11 @@ def _read_rows(
             groups.append(i)
             first_row = offset if first_row is None else first_row
         offset += n
-    table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+    table = (
+        pf.read_row_groups(groups, columns=columns)
+        if groups
+        else pf.schema_arrow.empty_table().select(columns or pf.schema_arrow.names)
+    )
     skip = start - (first_row or 0)
     frame = table.to_pandas().iloc[skip : skip + stop - start]
     frame = frame.set_axis(pd.RangeIndex(start, stop))
