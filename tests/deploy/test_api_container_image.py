@@ -80,3 +80,95 @@ def test_container_serves_a_prediction_as_non_root_from_a_cached_model(model_cac
     print(proc.stderr[-8000:])
     assert proc.returncode == 0, f"container smoke test failed (exit {proc.returncode})"
     assert "SMOKE OK" in proc.stdout
+
+
+def podman(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy" / "containers.conf")}
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, env=env, check=check, timeout=timeout
+    )
+
+
+def test_container_runs_as_uid_10001_on_a_read_only_root_that_refuses_writes_even_as_root(
+    model_cache: Path, tmp_path: Path
+) -> None:
+    """The image as production runs it (read-only root, every capability dropped, the model
+    cache mounted read-only, a tmpfs for the prediction log): it scores as uid 10001, and a
+    write anywhere on the root filesystem fails with EROFS, for root too, so the read-only
+    root, not only file permissions, is what stops it."""
+    import json
+    import socket
+    import time
+
+    import httpx
+
+    image = "fraud-api:smoke"
+    build = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "build-api-image.sh"), image],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=40 * 60,
+        env={**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy" / "containers.conf")},
+    )
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    assert podman("image", "inspect", image, "--format", "{{.Config.User}}").stdout.strip() == (
+        "10001:10001"
+    )
+    models = tmp_path / "model"
+    shutil.copytree(model_cache, models)
+    models.chmod(0o755)
+    for f in models.iterdir():
+        f.chmod(0o644)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"fraud-api-readonly-{os.getpid()}"
+    podman(
+        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000",
+        "--read-only", "--tmpfs", "/var/lib/fraud:rw,U",
+        "-v", f"{models}:/var/lib/fraud/model:ro",
+        "--cap-drop=ALL", "--security-opt=no-new-privileges",
+        "-e", "MLFLOW_TRACKING_URI=http://127.0.0.1:9",
+        image,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            while True:
+                try:
+                    if c.get("/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, podman("logs", name, check=False).stdout
+                time.sleep(1)
+            r = c.post(
+                "/predict",
+                json={
+                    "TRANSACTION_ID": 987654322,
+                    "TX_DATETIME": "2018-10-01T08:15:00",
+                    "CUSTOMER_ID": 1,
+                    "TERMINAL_ID": 1,
+                    "TX_AMOUNT": 57.16,
+                },
+            )
+            assert r.status_code == 200, r.text
+        state = json.loads(podman("inspect", name).stdout)[0]
+        assert state["HostConfig"]["ReadonlyRootfs"] is True
+        assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
+        # The process that serves is the app user's too, not only `podman exec`'s default.
+        assert podman("exec", name, "sh", "-c", "stat -c %u /proc/1").stdout.strip() == "10001"
+        for path in ("/app/probe", "/opt/venv/probe", "/etc/probe", "/probe", "/usr/probe"):
+            for user in ("10001", "0"):
+                w = podman("exec", "--user", user, name, "touch", path, check=False)
+                assert w.returncode != 0, f"{path} writable as uid {user}"
+                assert "Read-only file system" in w.stderr, (path, user, w.stderr)
+        # What the service must write: the tmpfs for the prediction log, and nothing else.
+        assert podman("exec", name, "touch", "/var/lib/fraud/probe", check=False).returncode == 0
+        logged = podman("exec", name, "ls", "/var/lib/fraud").stdout.split()
+        assert "predictions.sqlite" in logged, logged
+    finally:
+        podman("rm", "-f", "-t", "2", name, check=False)
