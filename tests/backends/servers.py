@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -189,19 +190,23 @@ class S3Server:
 
 
 @contextmanager
-def moto_s3_server(workdir: Path, buckets: Sequence[str] = ()) -> Iterator[S3Server]:
-    """moto's S3 server on a free 127.0.0.1 port with `buckets` created; stopped on exit.
+def moto_s3_server(
+    workdir: Path, buckets: Sequence[str] = (), host: str = "127.0.0.1"
+) -> Iterator[S3Server]:
+    """moto's S3 server on a free port of `host` with `buckets` created; stopped on exit.
 
-    moto keeps its objects in memory: they are gone when it stops.
+    moto keeps its objects in memory: they are gone when it stops. `host`: another local
+    address to listen on (e.g. a container network's gateway, for pods to reach it).
     """
-    port = free_port()
+    with socket.create_server((host, 0)) as s:
+        port = int(s.getsockname()[1])
     process = ServerProcess(
-        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [str(VENV_BIN / "moto_server"), "-H", host, "-p", str(port)],
         cwd=workdir,
         env=clean_env(),
         log_file=workdir / "moto.log",
     )
-    server = S3Server(f"http://127.0.0.1:{port}", process)
+    server = S3Server(f"http://{host}:{port}", process)
     try:
         process.start()
         process.wait_until(server.url + "/moto-api/", "moto_server")
