@@ -162,7 +162,7 @@ def run_monitor(
     decision = decide(
         checks,
         labelled_frauds=matured_frauds(cohorts),
-        last_trigger_at=state.last_trigger_at,
+        last_trigger_at=state.trigger_before(t),
         as_of=t,
         policy=cfg.retrain,
         streak=state.streak_before(t),

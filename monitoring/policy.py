@@ -9,7 +9,11 @@ model retrained on fewer would learn nothing), and the last trigger is older tha
 sentence naming the check, its statistic and threshold, or the rule that held it back.
 
 `PolicyState` is what the policy remembers between runs (the last trigger, the streak of
-windows with a signal), as a small JSON file beside the verdicts.
+windows with a signal), as a small JSON file beside the verdicts. A run at the same `as_of` as
+the last one (a rerun after a crash, or by hand) decides from the state *before* that run, so
+it decides as that run did: a trigger is not held back by its own cooldown, and the retraining
+request it makes again carries the same idempotency key (`monitoring.flows`), which Prefect
+answers with the run it already started instead of a second one.
 """
 
 from __future__ import annotations
@@ -167,6 +171,9 @@ class PolicyState(BaseModel):
     last_as_of: dt.datetime | None = None
     streak: int = Field(default=0, ge=0)
     previous_streak: int = Field(default=0, ge=0)
+    #: The last trigger before the last run's, for the same reason: a rerun of a run that
+    #: triggered must not find itself in its own cooldown.
+    previous_trigger_at: dt.datetime | None = None
 
     def streak_before(self, as_of: dt.datetime) -> int:
         """The streak to pass to `decide` for a run at `as_of`.
@@ -183,13 +190,22 @@ class PolicyState(BaseModel):
             )
         return self.previous_streak if as_of == self.last_as_of else self.streak
 
+    def trigger_before(self, as_of: dt.datetime) -> dt.datetime | None:
+        """The last trigger to pass to `decide` for a run at `as_of`: for a rerun of the last
+        run's `as_of`, the one before that run (its own trigger is not a cooldown for it)."""
+        if self.last_as_of is not None and as_of == self.last_as_of:
+            return self.previous_trigger_at
+        return self.last_trigger_at
+
     def after(self, decision: Decision, as_of: dt.datetime) -> PolicyState:
         """The state once the run at `as_of` decided `decision` (a trigger resets the streak)."""
+        before = self.trigger_before(as_of)
         return PolicyState(
-            last_trigger_at=as_of if decision.trigger else self.last_trigger_at,
+            last_trigger_at=as_of if decision.trigger else before,
             last_as_of=as_of,
             streak=0 if decision.trigger else decision.streak,
             previous_streak=self.streak_before(as_of),
+            previous_trigger_at=before,
         )
 
     @classmethod
