@@ -10,6 +10,7 @@ the end break a render on purpose to show that each one can fail."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -252,6 +253,52 @@ def network_problems(objs: list[Obj]) -> list[str]:
     ]
 
 
+def flow_run_pod(objs: list[Obj]) -> Obj | None:
+    """The flow runs' pod spec: the work pool's base job template (a ConfigMap's JSON)."""
+    for cm in of_kind(objs, "ConfigMap"):
+        text = cm.get("data", {}).get("base-job-template.json")
+        if text:
+            manifest = json.loads(text)["job_configuration"]["job_manifest"]
+            return manifest["spec"]["template"]["spec"]
+    return None
+
+
+def shared_volume_problems(objs: list[Obj]) -> list[str]:
+    """The workers read the stages' files by the flow runs' absolute paths: they mount the flow
+    runs' volume at the same path, and share its node (the ReadWriteOnce volume's affinity)."""
+    flow = flow_run_pod(objs)
+    worker = named(objs, "Deployment", "dask-worker")
+    if flow is None or worker is None:
+        return ["no work pool template or no dask-worker"]
+
+    def mounts(pod: Obj) -> dict[str, str]:
+        """claimName -> mountPath of the pod's first container."""
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in pod.get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
+        return {
+            claims[m["name"]]: m["mountPath"]
+            for m in pod["containers"][0].get("volumeMounts", [])
+            if m["name"] in claims
+        }
+
+    pod = worker["spec"]["template"]["spec"]
+    theirs, mine = mounts(flow), mounts(pod)
+    problems = [
+        f"dask-worker mounts {claim} at {mine.get(claim)}, the flow runs at {path}"
+        for claim, path in theirs.items()
+        if mine.get(claim) != path
+    ]
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    if labels.get("fraud-mlops/flows-volume") != "true":
+        problems.append("dask-worker lacks the label fraud-mlops/flows-volume")
+    if pod.get("affinity") != flow.get("affinity"):
+        problems.append("dask-worker's affinity is not the flow runs' (the volume's node)")
+    return problems
+
+
 def foreign_changes(with_dask: list[Obj], without: list[Obj]) -> list[str]:
     """Objects of the overlay that the component changed, but the registration Job's env."""
 
@@ -333,6 +380,11 @@ def test_network_policies_let_flow_runs_and_workers_reach_the_cluster(overlay, r
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workers_read_the_stages_files_where_the_flow_runs_write_them(overlay, renders):
+    assert shared_volume_problems(objects(renders[overlay])) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_component_changes_nothing_else_of_the_overlay(overlay, renders):
     assert foreign_changes(objects(renders[overlay]), render(overlay)) == []
 
@@ -375,6 +427,10 @@ def _break(objs: list[Obj], change: str) -> list[Obj]:
         for e in worker["env"]:
             if e["name"] == "MEMORY_LIMIT_MIB":
                 e["valueFrom"]["resourceFieldRef"]["containerName"] = "other"
+    elif change == "volume path":
+        worker["volumeMounts"][-1]["mountPath"] = "/data"
+    elif change == "no affinity":
+        del named(objs, "Deployment", "dask-worker")["spec"]["template"]["spec"]["affinity"]  # type: ignore[index]
     elif change == "no worker ingress":
         objs = [o for o in objs if o["metadata"]["name"] != "dask-worker-ingress"]
     elif change == "relabel":
@@ -390,6 +446,8 @@ def _break(objs: list[Obj], change: str) -> list[Obj]:
         ("job without address", scheduler_address_problems),
         ("fixed memory limit", worker_memory_problems),
         ("bigger container", worker_memory_problems),
+        ("volume path", shared_volume_problems),
+        ("no affinity", shared_volume_problems),
         ("no worker ingress", network_problems),
         ("relabel", None),
     ],
