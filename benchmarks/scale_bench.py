@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -275,8 +276,13 @@ def dask_params(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
 
 
 def bench_factor(
-    factor: float, args: argparse.Namespace, progress: Progress, runs: list[StageRun]
+    factor: float,
+    args: argparse.Namespace,
+    progress: Progress,
+    runs: list[StageRun],
+    save: Callable[[], None],
 ) -> dict[str, Any]:
+    """Every stage of one factor; `save()` after each, so a run cut short keeps its figures."""
     tmp = Path(tempfile.mkdtemp(prefix=f"fraud-scale-{factor:g}x-"))
     env = bench_env(tmp)
     env.pop("DASK_SCHEDULER_ADDRESS", None)  # the LocalCluster, not somebody's cluster
@@ -308,6 +314,7 @@ def bench_factor(
                 rows = raw_rows(tmp)
                 run.rows = rows
             runs.append(run)
+            save()
             progress.advance(task)
             console.print(summary_line(run))
             if not run.ok and engine == "local" and stage in ("ingest", "validate", "features"):
@@ -315,6 +322,7 @@ def bench_factor(
         if not args.no_score:
             progress.update(task, description=f"{factor:g}x score")
             score_run(tmp, env, args, factor, rows, runs)
+            save()
             progress.advance(task)
         return info
     finally:
@@ -469,6 +477,25 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     runs: list[StageRun] = []
     factors: list[dict[str, Any]] = []
+
+    def save() -> None:
+        results = {
+            "command": command_line(),
+            "git_commit": git_head(),
+            "code": args.code,
+            "git_dirty": git_dirty(PROJECT_FILES) if args.code == "worktree" else [],
+            "machine": machine_info(
+                ["pandas", "numpy", "xgboost-cpu", "dask", "distributed", "mlflow"]
+            ),
+            "load_start": load_start,
+            "load_end": os.getloadavg()[0],
+            "wall_s": time.perf_counter() - started,
+            "days_exponent": args.days_exponent,
+            "factors": factors,
+            "runs": [asdict(r) for r in runs],
+        }
+        write_results(args.json, results)
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -478,27 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     ) as progress:
         for f in args.factor_list:
             try:
-                factors.append(bench_factor(f, args, progress, runs))
+                factors.append(bench_factor(f, args, progress, runs, save))
             except (ScaleError, RuntimeError) as e:
                 console.print(f"[bold red]{f:g}x failed:[/] {e}", highlight=False)
                 factors.append({"factor": f, "error": str(e)})
     print_tables(runs, args.markdown)
-    results = {
-        "command": command_line(),
-        "git_commit": git_head(),
-        "code": args.code,
-        "git_dirty": git_dirty(PROJECT_FILES) if args.code == "worktree" else [],
-        "machine": machine_info(
-            ["pandas", "numpy", "xgboost-cpu", "dask", "distributed", "mlflow"]
-        ),
-        "load_start": load_start,
-        "load_end": os.getloadavg()[0],
-        "wall_s": time.perf_counter() - started,
-        "days_exponent": args.days_exponent,
-        "factors": factors,
-        "runs": [asdict(r) for r in runs],
-    }
-    console.print(f"results: {write_results(args.json, results)}")
+    save()
+    console.print(f"results: {args.json}")
     write_outputs(runs, args)
     return 0
 
