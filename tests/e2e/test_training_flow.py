@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import socket
 import subprocess
 import time
 
-import httpx
 import pytest
 from mlflow import MlflowClient
 
 from fraud import registry
 from pipelines.flows import UnknownRevisionError, training
 from tests.conftest import ROOT
+from tests.prefect_server import prefect_server
 
 
 def readme_flow_commands() -> list[str]:
@@ -103,54 +102,23 @@ def test_runs_of_one_commit_have_names_that_tell_them_apart(pipeline_repo, flow_
         assert f"-params-{tags[registry.TAG_PARAMS_HASH][:8]}-" in r.info.run_name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_training_flow_run_is_recorded_on_a_prefect_server_when_api_url_is_set(
     pipeline_repo, tmp_path
 ):
-    port = _free_port()
-    env = {**pipeline_repo.env, "PREFECT_HOME": str(tmp_path / "prefect-server")}
-    server = subprocess.Popen(
-        ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("prefect server did not start within 180 s")
+    with prefect_server(tmp_path / "prefect-server", env=pipeline_repo.env) as server:
         proc = subprocess.run(
             ["fraud", "flow"],
             cwd=pipeline_repo.path,
-            env={**env, "PREFECT_API_URL": api},
+            env=server.env,
             capture_output=True,
             text=True,
             timeout=900,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+        runs = server.post("/flow_runs/filter", {})
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
-        tasks = httpx.post(f"{api}/task_runs/filter", json={}, timeout=10).json()
+        tasks = server.post("/task_runs/filter", {})
         assert {"train XGBoost", "register and gate in MLflow"} <= {
             t["name"].rsplit("-", 1)[0] for t in tasks
         }
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
