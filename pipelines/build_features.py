@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from fraud.features import FeatureConfig, compute_features
+
+# Module level (they import Dask only when called), so that DVC's code deps of the features
+# stage, traced with the default engine, include the Dask path too.
+from fraud.features.distributed import compute_features_on_dask, read_parquet_chunks
 from fraud.schema import ContractLimits
 from fraud.validation import to_contract_frame
 from pipelines.artifacts import atomic_path, write_parquet
@@ -58,8 +62,6 @@ def build_features_on_dask(
     import pyarrow as pa
     import pyarrow.parquet as pq
     from dask.distributed import wait
-
-    from fraud.features.distributed import compute_features_on_dask, read_parquet_chunks
 
     prepare = functools.partial(to_contract_frame, limits=limits)
     chunks = read_parquet_chunks(client, raw_path, partitions, prepare)
