@@ -36,7 +36,7 @@ from serving.model_store import load_from_cache
 from tests.backends.servers import ServerProcess, clean_env
 from tests.pg_server import PostgresServer, free_port
 from tests.reliability.conftest import PersistentRedis
-from tests.serving.conftest import ServerPool
+from tests.serving.conftest import LiveServer, ServerPool
 from tests.serving.test_log_durability import Drive, drive
 from tests.serving.test_reload_and_fallback import register_new_champion
 
@@ -49,6 +49,7 @@ FAULT_AFTER = 300  # acknowledged predictions before the fault
 OUTAGE_503S = 20  # requests that must meet the outage before the backend comes back
 RECOVERY_TIMEOUT = 60.0  # seconds the API may take to answer /ready 200 again
 AFTER_RECOVERY = 100  # acknowledged predictions after the backend is back
+API_READY_TIMEOUT = 180.0  # seconds an API may take to load its model on a busy machine
 
 
 class Stream(list[dict[str, Any]]):
@@ -77,6 +78,16 @@ class Stream(list[dict[str, Any]]):
                     yield tx
 
         return Share()
+
+
+def start_api(
+    servers: ServerPool, tracking_uri: str, *, env: dict[str, str] | None = None
+) -> LiveServer:
+    """`servers.start`, waiting up to API_READY_TIMEOUT for /ready (other suites load the
+    machine: 60 s was not always enough for a model load on 2 busy cores)."""
+    server = servers.start(tracking_uri, env=env, wait=False)
+    server.wait_ready(timeout=API_READY_TIMEOUT)
+    return server
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -212,7 +223,7 @@ def test_registry_stopped_mid_load_keeps_serving_and_a_reload_fails_cleanly_then
     version, /ready stays true, /admin/reload answers 503 naming the registry (no traceback)
     and changes nothing; with the server back (the alias moved meanwhile), a retry loads it."""
     url, mlflow = registry_server
-    api = servers.start(url)
+    api = start_api(servers, url)
     assert api.wait_ready()["source"] == "registry"
     transactions = [make_tx() for _ in range(TRANSACTIONS)]
     seen: dict[str, Any] = {}
@@ -286,7 +297,8 @@ def test_redis_stopped_under_load_answers_503_with_the_reason_and_recovers_when_
     """Redis stops under load: every request that needs the feature state answers 503 naming
     it (never a 500), /ready is 503 with the reason while it is down, /feedback too; once Redis
     is back with its data, the same API process answers 200 again and /ready is true."""
-    api = servers.start(
+    api = start_api(
+        servers,
         registry_copy,
         env={"FRAUD_FEATURE_STORE": persistent_redis.url, "FRAUD_REDIS_PREFIX": "redis-stop"},
     )
@@ -334,7 +346,7 @@ def test_postgres_restarted_under_load_fails_only_with_503s_and_logs_every_2xx_o
     requests answer 503 naming the log while it is down, /ready is 503 with the reason, and the
     same API process logs again after the restart; every 200's row is there, once."""
     url = pg_server.create_database("faults_pg_restart")
-    api = servers.start(registry_copy, env={"FRAUD_PREDICTION_LOG": url})
+    api = start_api(servers, registry_copy, env={"FRAUD_PREDICTION_LOG": url})
     transactions = [make_tx() for _ in range(TRANSACTIONS)]
     seen: dict[str, httpx.Response] = {}
 
@@ -401,7 +413,7 @@ def test_api_sigkilled_under_load_loses_no_acknowledged_prediction_and_resumes_t
         "FRAUD_REDIS_PREFIX": "sigkill",
         "FRAUD_PREDICTION_LOG": str(log_path),
     }
-    first = servers.start(registry_copy, env=env)
+    first = start_api(servers, registry_copy, env=env)
     transactions = [make_tx() for _ in range(TRANSACTIONS)]
 
     def kill_mid_load(progress: Drive) -> None:
@@ -415,7 +427,7 @@ def test_api_sigkilled_under_load_loses_no_acknowledged_prediction_and_resumes_t
     # In flight at the kill: at most one request per client, logged or not.
     assert_every_2xx_logged_once(out, logged_ids_sqlite(log_path), in_flight=8)
 
-    second = servers.start(registry_copy, env=env)
+    second = start_api(servers, registry_copy, env=env)
     model = load_from_cache(second.cache_dir)
     # What Redis recorded: every acknowledged transaction, and those in flight that reached it.
     store = RedisFeatureStore(persistent_redis.url, model.feature_config, prefix="sigkill")
@@ -502,7 +514,7 @@ def test_full_log_disk_answers_503_is_not_ready_and_recovers_when_space_returns(
     the log cannot be written and why; once space is freed, /ready is true again (its probe
     write succeeds, no traffic needed) and the same process logs again."""
     log_path = small_disk / "predictions.sqlite"
-    api = servers.start(registry_copy, env={"FRAUD_PREDICTION_LOG": str(log_path)})
+    api = start_api(servers, registry_copy, env={"FRAUD_PREDICTION_LOG": str(log_path)})
     transactions = [make_tx() for _ in range(TRANSACTIONS)]
     seen: dict[str, Any] = {}
     ballast: list[Path] = []
