@@ -9,6 +9,12 @@ version back: after a regime change (the drift demo's concept drift: fewer compr
 day cap card precision@100 below its floor), a floor that no model can pass would keep the
 drifted champion serving forever; the reason names every floor waived so. The decision, its reason and
 the figures of both models are tagged on the version, written to the model card and printed.
+
+A registration killed after its model version exists but before its alias moves (SIGKILL, a
+lost machine) leaves that version without an alias and its MLflow run RUNNING: the gate and
+the API never see it (they read aliases), and the rerun registers a version of its own. So that
+nobody takes the orphan for a decided model, the next registration on the same host tags it
+`registration.interrupted` and ends its run as KILLED (`mark_interrupted_registrations`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
+import socket
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +49,13 @@ from pipelines.params import GateParams
 
 EXPERIMENT_NAME = "fraud-detection"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: Run tag: the registering process, `<host>:<pid>`, so that a later registration can tell an
+#: interrupted registration (its process gone) from one still under way.
+TAG_REGISTRATION_WRITER = "registration.writer"
+#: Version tag on a version whose registration was killed before its alias was set.
+TAG_INTERRUPTED = "registration.interrupted"
+
+log = logging.getLogger("pipelines")
 
 
 # ------------------------------------------------------------------------------------------
@@ -233,6 +248,59 @@ def ensure_experiment(name: str = EXPERIMENT_NAME) -> str:
     return str(mlflow.create_experiment(name, artifact_location=location))
 
 
+def _writer() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _writer_gone(writer: str) -> bool:
+    """Whether the process `<host>:<pid>` is known to be gone (only this host's can be)."""
+    host, _, pid = writer.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def mark_interrupted_registrations(client: MlflowClient, model_name: str) -> list[str]:
+    """Tag the versions of `model_name` whose registration was killed before their alias was
+    set, and end their runs as KILLED; returns their numbers.
+
+    Such a version holds no alias, its run is still RUNNING and the process that registered it
+    (the run's `registration.writer`) is gone from this host. A registration under way, one on
+    another host, or one from before the writer tag, is left alone.
+    """
+    try:
+        aliased = set(client.get_registered_model(model_name).aliases.values())
+    except mlflow.exceptions.MlflowException:  # no such model yet
+        return []
+    marked = []
+    for mv in client.search_model_versions(f"name='{model_name}'"):
+        if str(mv.version) in aliased or TAG_INTERRUPTED in mv.tags or not mv.run_id:
+            continue
+        run = client.get_run(mv.run_id)
+        writer = run.data.tags.get(TAG_REGISTRATION_WRITER)
+        if run.info.status != "RUNNING" or writer is None or not _writer_gone(writer):
+            continue
+        client.set_model_version_tag(
+            model_name,
+            mv.version,
+            TAG_INTERRUPTED,
+            f"the registration ({writer}) was killed before the alias "
+            f"{mv.tags.get(registry.TAG_DECISION)!r} "
+            "was set: never gated into use; a later registration superseded it",
+        )
+        client.set_terminated(mv.run_id, "KILLED")
+        marked.append(str(mv.version))
+    if marked:
+        log.warning("%s: interrupted registrations marked: v%s", model_name, ", v".join(marked))
+    return marked
+
+
 @dataclass
 class RegistrationResult:
     model_name: str
@@ -284,6 +352,7 @@ def register_model(
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     experiment_id = ensure_experiment()
+    mark_interrupted_registrations(client, model_name)
     features: list[str] = train_info["features"]
     y = test_features[schema.TX_FRAUD].to_numpy()
     candidate_scores = np.asarray(
@@ -322,6 +391,7 @@ def register_model(
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name(lineage, dt.datetime.now(dt.UTC))
     ) as run:
+        mlflow.set_tag(TAG_REGISTRATION_WRITER, _writer())
         flat = {k: v for k, v in _flatten(params).items()}
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
         mlflow.log_metrics(
