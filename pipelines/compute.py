@@ -38,6 +38,19 @@ def scheduler_address() -> str | None:
 @contextmanager
 def dask_client(cfg: ComputeParams) -> Iterator[Client]:
     """A client of the configured cluster, closed on exit (with the LocalCluster it started)."""
+    import dask
+
+    # Dask's 30 s TCP timeout drops the client of a busy machine (an event loop starved for
+    # 10 s and more was seen with 2 cores under load): wait as long as for a connection.
+    timeouts = {
+        "distributed.comm.timeouts.connect": f"{CONNECT_TIMEOUT_S}s",
+        "distributed.comm.timeouts.tcp": f"{CONNECT_TIMEOUT_S}s",
+    }
+    with dask.config.set(timeouts):
+        yield from _client(cfg)
+
+
+def _client(cfg: ComputeParams) -> Iterator[Client]:
     from dask.distributed import Client, LocalCluster
 
     address = scheduler_address()
