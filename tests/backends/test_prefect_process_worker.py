@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ pytestmark = [pytest.mark.backends, pytest.mark.e2e, pytest.mark.slow]
 POOL = "local-flows"
 #: Seconds a flow run may take to end (the tiny training: ~1-2 minutes on 2 busy cores).
 RUN_TIMEOUT = 600
+#: Seconds to wait for a finished run's last log lines to reach the server.
+LOG_WAIT = 60
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,20 @@ class Platform:
         with temporary_settings(updates={PREFECT_API_URL: self.server.api}):
             return run_deployment(name, parameters=parameters, timeout=RUN_TIMEOUT, poll_interval=1)
 
-    def logs(self, flow_run_id: Any) -> str:
-        """Every log line of a flow run (its tasks' too), in order."""
-        rows = self.server.post(
-            "/logs/filter",
-            {"logs": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "TIMESTAMP_ASC"},
-        )
-        return "\n".join(r["message"] for r in rows)
+    def logs(self, flow_run_id: Any, *expected: str) -> str:
+        """Every log line of a flow run (its tasks' too), in order, once each `expected` text is
+        in them or LOG_WAIT seconds passed: a run's process ships its logs in batches, which may
+        reach the server after the run's final state."""
+        deadline = time.monotonic() + LOG_WAIT
+        while True:
+            rows = self.server.post(
+                "/logs/filter",
+                {"logs": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "TIMESTAMP_ASC"},
+            )
+            text = "\n".join(r["message"] for r in rows)
+            if all(e in text for e in expected) or time.monotonic() > deadline:
+                return text
+            time.sleep(1)
 
     def explain(self, run: Any) -> str:
         """What to read when a run did not end as expected."""
@@ -156,15 +166,16 @@ def test_the_worker_runs_the_training_deployment_which_registers_a_model_version
 
 
 def test_the_training_run_logs_show_each_stage(platform: Platform, training_run: Any):
-    logs = platform.logs(training_run.id)
-    for line in (
+    stages = (
         "raw data data/raw/transactions.parquet of the workspace",
         "rows satisfy the contract",
         "features",
         "trained on",
         "AP ",
         f"{registry.DEFAULT_MODEL_NAME} v1 -> @champion",
-    ):
+    )
+    logs = platform.logs(training_run.id, *stages)
+    for line in stages:
         assert line in logs, f"{line!r} not in the flow-run logs:\n{logs[-3000:]}"
 
 
@@ -172,8 +183,9 @@ def test_a_run_with_a_bad_parameter_fails_with_the_error_in_its_logs(
     platform: Platform, failed_run: Any
 ):
     assert failed_run.state.is_failed(), platform.explain(failed_run)
-    logs = platform.logs(failed_run.id)
-    assert "--rev no-such-tag: not a revision of the git repository" in logs, logs[-3000:]
+    error = "--rev no-such-tag: not a revision of the git repository"
+    logs = platform.logs(failed_run.id, error)
+    assert error in logs, logs[-3000:]
 
 
 def test_the_worker_keeps_serving_and_runs_monitoring_which_writes_its_report(
@@ -185,7 +197,7 @@ def test_the_worker_keeps_serving_and_runs_monitoring_which_writes_its_report(
     reports = platform.repo.path / "reports/monitoring"
     [verdict] = list(reports.glob("*/verdict.json"))
     assert (verdict.parent / "report.html").stat().st_size > 100_000
-    logs = platform.logs(monitoring_run.id)
     # Relative to the run's working directory, the checkout (params.yaml's reports_dir).
-    relative = verdict.relative_to(platform.repo.path)
-    assert "model v1): drift" in logs and f"verdict {relative}" in logs, logs[-3000:]
+    summary = f"verdict {verdict.relative_to(platform.repo.path)}"
+    logs = platform.logs(monitoring_run.id, summary)
+    assert "model v1): drift" in logs and summary in logs, logs[-3000:]
