@@ -159,14 +159,22 @@ def fit_booster_on_dask(
     of `dask_tree_method`; the workers' own threads instead of `train.nthread`)."""
     import xgboost.dask as dxgb
 
+    frame = client.persist(frame)
+    sizes = client.compute(frame.map_partitions(len), sync=True).to_numpy()
+    # A worker holding only empty partitions would train on a DMatrix without feature names.
+    frame = frame.partitions[[int(i) for i in np.flatnonzero(sizes)]] if sizes.any() else frame
     y = frame[schema.TX_FRAUD]
-    rows, frauds = client.compute([y.size, y.sum()], sync=True)
-    check_training_window(int(rows), int(frauds), features, p)
+    rows, frauds = int(sizes.sum()), int(client.compute(y.sum(), sync=True))
+    check_training_window(rows, frauds, features, p)
     params = dask_booster_params(p)
     if p.imbalance == "scale_pos_weight":
         params["scale_pos_weight"] = float((rows - frauds) / frauds)
     if p.monotone_increasing:
-        params["monotone_constraints"] = {f: 1 for f in p.monotone_increasing}
+        # By position rather than by name (what XGBoost turns the in-process dict into): the
+        # names are checked against each worker's data.
+        params["monotone_constraints"] = (
+            "(" + ",".join("1" if f in p.monotone_increasing else "0" for f in features) + ")"
+        )
     dtrain = dxgb.DaskDMatrix(client, frame[features].astype(np.float32), y, feature_names=features)
     out = dxgb.train(client, params, dtrain, num_boost_round=p.n_estimators, verbose_eval=False)
     booster: xgb.Booster = out["booster"]
