@@ -439,7 +439,9 @@ def write_outputs(runs: list[StageRun], args: argparse.Namespace) -> None:
 
 
 def report_merged(args: argparse.Namespace) -> int:
-    """--from-json: the runs of several results files as one table, CSV and plot."""
+    """--from-json: the runs of several results files as one table, CSV and plot. A stage
+    measured again at the same factor and engine (the in-process ingest and validate that a
+    Dask-only run repeats) keeps the first file's figures."""
     runs: list[StageRun] = []
     sources = []
     for path in args.from_json:
@@ -447,9 +449,11 @@ def report_merged(args: argparse.Namespace) -> int:
         sources.append(
             {"file": str(path), "command": data.get("command"), "git": data.get("git_commit")}
         )
+        seen = {(r.factor, r.engine, r.stage) for r in runs}
         runs += [
             StageRun(**{**r, "at_peak": [tuple(x) for x in r.get("at_peak", [])]})
             for r in data["runs"]
+            if (r["factor"], r["engine"], r["stage"]) not in seen
         ]
     runs.sort(key=lambda r: (r.factor, r.engine != "local"))
     print_tables(runs, args.markdown)
@@ -477,11 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     runs: list[StageRun] = []
     factors: list[dict[str, Any]] = []
+    head = git_head()  # the commit the copies take their code from (--code head)
 
     def save() -> None:
         results = {
             "command": command_line(),
-            "git_commit": git_head(),
+            "git_commit": head,
             "code": args.code,
             "git_dirty": git_dirty(PROJECT_FILES) if args.code == "worktree" else [],
             "machine": machine_info(
