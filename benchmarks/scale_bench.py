@@ -156,6 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     skippable = {"train", "evaluate", "prequential", "register"}
     if "dask" in args.engine_list:
         skippable.add("features")
+    elif skippable <= args.skip:  # nothing reads the features: scoring featurises the file itself
+        skippable |= {"validate", "features"}
     for x in args.skip:
         if x not in skippable:
             p.error(f"--skip-stages: {x!r} is not one of {', '.join(sorted(skippable))}")
