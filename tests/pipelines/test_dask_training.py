@@ -35,11 +35,12 @@ pytestmark = [pytest.mark.backends, pytest.mark.integration, pytest.mark.slow]
 TIMEOUTS = {"distributed.comm.timeouts.connect": "120s", "distributed.comm.timeouts.tcp": "120s"}
 
 #: Largest |AP(dask) - AP(in process)| on the test window accepted. Measured on the tiny data
-#: (tests/tiny_params.yaml, tree_method hist both ways, 2 workers, 4 partitions), simulator
-#: seeds 7, 8 and 9: gaps of +0.0016, ... (see docs/model.md "Training on Dask" for the default
-#: data, where exact in process meets hist on Dask). The tiny test week has about 60 frauds, so
-#: one of them ranked differently moves AP by about 0.01: the tolerance allows a few.
-AP_TOLERANCE = 0.03
+#: (tests/tiny_params.yaml: hist both ways; 2 workers, 4 partitions), simulator seeds 7, 8, 9:
+#: gaps of -0.0159 (+0.0016 in another run: the rows' spread over the workers varies), +0.0022
+#: and +0.0002, with 60-75 frauds in the test week, where one fraud ranked differently moves
+#: AP by about 0.01. The tolerance allows a few such frauds (the default data's gap, exact in
+#: process against hist with 4096 bins on Dask, is in docs/model.md).
+AP_TOLERANCE = 0.04
 
 
 @pytest.fixture(scope="module")
