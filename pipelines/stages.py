@@ -59,11 +59,13 @@ def stage_validate(
 
 def stage_features(params: Params, layout: Layout, raw_path: Path | None = None) -> list[str]:
     """The features stage, in this process or on Dask (`compute.engine`), with the same values."""
+    # Both engines' modules are imported whatever the engine (Dask itself only when used), so
+    # that the stage's traced code deps in dvc.yaml hold the Dask path too.
+    from pipelines.build_features import build_features, build_features_on_dask
+    from pipelines.compute import dask_client
+
     raw = raw_path or layout.raw
     if params.compute.engine == "dask":
-        from pipelines.build_features import build_features_on_dask
-        from pipelines.compute import dask_client
-
         with dask_client(params.compute) as client:
             res = build_features_on_dask(
                 client,
@@ -76,8 +78,6 @@ def stage_features(params: Params, layout: Layout, raw_path: Path | None = None)
             )
         return res.features
 
-    from pipelines.build_features import build_features
-
     res = build_features(raw, params.features, params.validate_.limits(), layout.features)
     return res.features
 
@@ -85,12 +85,12 @@ def stage_features(params: Params, layout: Layout, raw_path: Path | None = None)
 def stage_train(params: Params, layout: Layout) -> dict[str, Any]:
     """The train stage, in this process or with xgboost.dask (`compute.engine`): the same model
     format, threshold rule and info file."""
+    # As in stage_features: the Dask path's modules are code deps of the stage either way.
+    from pipelines.compute import dask_client
     from pipelines.train import save_model, train_model
+    from pipelines.train_dask import train_model_on_dask
 
     if params.compute.engine == "dask":
-        from pipelines.compute import dask_client
-        from pipelines.train_dask import train_model_on_dask
-
         with dask_client(params.compute) as client:
             booster, result = train_model_on_dask(
                 client,
