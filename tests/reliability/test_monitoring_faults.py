@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
 import yaml
@@ -39,8 +36,10 @@ import yaml
 from fraud import registry, schema
 from monitoring.policy import Decision, PolicyState
 from monitoring.verdict import Verdict
-from tests.conftest import OFFLINE_ENV, PipelineRepo
+from tests.conftest import PipelineRepo
 from tests.monitoring.prediction_logs import log_scored_frame
+from tests.prefect_server import PrefectServer
+from tests.prefect_server import prefect_server as start_prefect_server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
 
@@ -86,68 +85,17 @@ if _SPEC and "monitoring.flows" in sys.orig_argv:
 '''
 
 
-@dataclass(frozen=True)
-class PrefectServer:
-    api: str
-
-    def flow_runs(self, deployment: str) -> list[dict[str, Any]]:
-        body = {"deployments": {"name": {"any_": [deployment]}}}
-        r = httpx.post(f"{self.api}/flow_runs/filter", json=body, timeout=30)
-        r.raise_for_status()
-        return [run for run in r.json() if run["deployment_id"] is not None]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def flow_runs(server: PrefectServer, deployment: str) -> list[dict[str, Any]]:
+    """The flow runs of the deployment named `deployment` (of any flow) on `server`."""
+    body = {"deployments": {"name": {"any_": [deployment]}}}
+    return [run for run in server.post("/flow_runs/filter", body) if run["deployment_id"]]
 
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {**os.environ, **OFFLINE_ENV, "PREFECT_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
-    bindir = Path(sys.executable).parent
-    log = home / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                str(bindir / "prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        # 20-35 s on an idle machine; minutes when other suites load both cores.
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if httpx.get(f"{api}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail(f"prefect server did not start: {log.read_text()[-2000:]}")
-        yield PrefectServer(api)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    # Minutes when other suites load both cores (20-35 s on an idle machine).
+    with start_prefect_server(tmp_path_factory.mktemp("prefect-home"), timeout=400) as server:
+        yield server
 
 
 CASES = ["verdict", "state", "request", "after-request"]
@@ -251,7 +199,7 @@ class Monitoring:
         return json.loads(line)  # type: ignore[no-any-return]
 
     def retrainings(self) -> list[dict[str, Any]]:
-        return self.server.flow_runs(self.deployment)
+        return flow_runs(self.server, self.deployment)
 
     def strays(self) -> list[str]:
         return [str(p) for p in self.reports.rglob("*.tmp")] if self.reports.exists() else []
