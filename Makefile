@@ -42,7 +42,7 @@ SHELL_SCRIPTS = .ci/run $(sort $(wildcard deploy/*.sh .github/scripts/*.sh))
 # so that the line numbers in checkov's findings can be looked up.
 LINT_RENDERS := .cache/lint-deploy
 
-.PHONY: help setup system-deps run test test-platform test-backends test-reliability test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift clean print-env
+.PHONY: help setup system-deps run test test-platform test-backends test-reliability test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift bench-scale clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -181,6 +181,9 @@ bench-budget: setup ## where a /predict/batch request's CPU goes, and what 100,0
 
 bench-drift: setup ## the drift benchmark: scenarios x seeds through the monitor's checks, with Evidently's preset beside (about 10 min)
 	python benchmarks/drift_bench.py $(BENCH_ARGS)
+
+bench-scale: setup ## the scale benchmark: wall, CPU and peak memory per stage at 1x, 4x, 16x the data, in process and on a Dask LocalCluster, and make score's rows/s (BENCH_ARGS=--help; 1-2 hours on 2 quiet cores)
+	python -m benchmarks.scale_bench $(BENCH_ARGS)
 
 clean: ## remove generated data, models, reports and stores (keeps the venv)
 	rm -rf data/raw data/features models reports mlflow.db mlartifacts .prefect runs .cache/serving

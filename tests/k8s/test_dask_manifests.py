@@ -470,3 +470,27 @@ def test_strict_validation_rejects_a_misspelt_field_in_the_component(renders, tm
     proc = validate(out)
     assert proc.returncode != 0
     assert "resourceFieldReff" in proc.stdout + proc.stderr
+
+
+def test_the_registration_gives_every_flow_run_the_dask_scheduler_address(tmp_path):
+    """register.sh's template step (its first Python heredoc, run as the Job runs it) puts the
+    Job's DASK_SCHEDULER_ADDRESS into the work pool's env default, which the job configuration
+    hands to every flow run; without the variable the env default stays as it was."""
+    script = (K8S / "platform" / "prefect" / "register.sh").read_text()
+    code = re.search(r"python - <<'PY'\n(.*?)\nPY\n", script, re.S)
+    assert code, "register.sh has no Python heredoc"
+    source = K8S / "platform" / "prefect" / "base-job-template.json"
+    out = tmp_path / "template.json"
+    step = (
+        code.group(1)
+        .replace("/etc/prefect-work-pool/base-job-template.json", str(source))
+        .replace("/tmp/base-job-template.json", str(out))
+    )
+    base = {"POD_NAMESPACE": "fraud-dev", "FLOW_IMAGE": "fraud-platform:test", "PATH": "/usr/bin"}
+    address = "tcp://dask-scheduler:8786"
+    for extra, expected in [({"DASK_SCHEDULER_ADDRESS": address}, address), ({}, None)]:
+        subprocess.run(["python3", "-c", step], env={**base, **extra}, check=True, timeout=60)
+        template = json.loads(out.read_text())
+        assert template["job_configuration"]["env"] == "{{ env }}"
+        env_default = template["variables"]["properties"]["env"].get("default", {})
+        assert env_default.get("DASK_SCHEDULER_ADDRESS") == expected

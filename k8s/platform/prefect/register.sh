@@ -10,7 +10,9 @@ set -eu
 : "${FRAUD_FLOW_REPO:?FRAUD_FLOW_REPO: the git+DVC repository the training flows read}"
 
 # The template names a placeholder namespace; the Jobs belong in this one (the worker's Role is
-# namespaced), and the image default follows FLOW_IMAGE.
+# namespaced), and the image default follows FLOW_IMAGE. With the Dask component (k8s/dask/),
+# DASK_SCHEDULER_ADDRESS is in this Job's environment: every flow run gets it too, so the stages
+# with `compute.engine: dask` use that cluster.
 python - <<'PY'
 import json
 import os
@@ -20,6 +22,9 @@ with open("/etc/prefect-work-pool/base-job-template.json") as f:
 variables = template["variables"]["properties"]
 variables["namespace"]["default"] = os.environ["POD_NAMESPACE"]
 variables["image"]["default"] = os.environ["FLOW_IMAGE"]
+if os.environ.get("DASK_SCHEDULER_ADDRESS"):
+    env = variables["env"].setdefault("default", {})
+    env["DASK_SCHEDULER_ADDRESS"] = os.environ["DASK_SCHEDULER_ADDRESS"]
 with open("/tmp/base-job-template.json", "w") as f:
     json.dump(template, f)
 PY
