@@ -28,7 +28,7 @@ import pytest
 
 ADMIN_TOKEN = "serving-tests-admin-token"
 #: Seconds a server may take to become ready (it normally takes ~5 s on 2 cores).
-READY_TIMEOUT = 60.0
+READY_TIMEOUT = 180.0
 
 
 def free_port() -> int:
