@@ -5,37 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
-from dask.distributed import Client, LocalCluster
+from dask.distributed import Client
 
 from fraud import schema
 from fraud.features import FeatureConfig, compute_features
 from fraud.features.distributed import compute_features_on_dask, gather_frame, scatter_chunks
 from fraud.simulator import SimulatorConfig, simulate
+from tests.dask_cluster import cluster_client, local_cluster
 
 pytestmark = [pytest.mark.backends, pytest.mark.integration, pytest.mark.slow]
-
-#: A machine busy with other tests can starve Dask's event loops past the 30 s TCP timeout.
-TIMEOUTS = {"distributed.comm.timeouts.connect": "120s", "distributed.comm.timeouts.tcp": "120s"}
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with (
-        dask.config.set(TIMEOUTS),
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            memory_limit="2GiB",
-        ) as cluster,
-        Client(cluster, timeout=120) as c,
-    ):
-        c.wait_for_workers(2, timeout=120)
+    with local_cluster() as cluster, cluster_client(cluster) as c:
         yield c
 
 

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,11 +27,9 @@ from pipelines.splits import TimeSplit, train_test_frames
 from pipelines.train import TrainingError, predict, save_model
 from pipelines.train_dask import DASK_EXACT_MAX_BIN, DASK_TREE_METHOD, train_model_on_dask
 from tests.conftest import tiny_params_dict
+from tests.dask_cluster import cluster_client, local_cluster
 
 pytestmark = [pytest.mark.backends, pytest.mark.integration, pytest.mark.slow]
-
-#: A machine busy with other tests can starve Dask's event loops past the 30 s TCP timeout.
-TIMEOUTS = {"distributed.comm.timeouts.connect": "120s", "distributed.comm.timeouts.tcp": "120s"}
 
 #: Largest |AP(dask) - AP(in process)| on the test window accepted. Measured on the tiny data
 #: (tests/tiny_params.yaml: hist both ways; 2 workers, 4 partitions), simulator seeds 7, 8, 9:
@@ -45,23 +42,13 @@ AP_TOLERANCE = 0.04
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with (
-        dask.config.set(TIMEOUTS),
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            memory_limit="2GiB",
-        ) as c,
-    ):
+    with local_cluster() as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def client(cluster: LocalCluster) -> Iterator[Client]:
-    with dask.config.set(TIMEOUTS), Client(cluster, timeout=120) as c:
-        c.wait_for_workers(2, timeout=120)
+    with cluster_client(cluster) as c:
         yield c
 
 
