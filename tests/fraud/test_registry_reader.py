@@ -220,7 +220,7 @@ def tiny_booster() -> xgb.Booster:
     return xgb.train({"nthread": 1}, xgb.DMatrix(x, label=(x[:, 0] > 0.5)), num_boost_round=3)
 
 
-class _WritesAMarkerWhenUnpickled:
+class WritesAMarkerWhenUnpickled:
     """Unpickling this object creates `path`: proof that something unpickled it."""
 
     def __init__(self, path: Path) -> None:
@@ -299,7 +299,7 @@ def test_a_version_without_a_recorded_hash_is_allowed_with_a_warning(tmp_path, c
 def test_a_pickle_renamed_model_ubj_is_refused_and_never_unpickled(tmp_path):
     marker = tmp_path / "unpickled.txt"
     path = tmp_path / registry.NATIVE_MODEL_FILE
-    path.write_bytes(pickle.dumps(_WritesAMarkerWhenUnpickled(marker)))
+    path.write_bytes(pickle.dumps(WritesAMarkerWhenUnpickled(marker)))
     with pytest.raises(registry.ModelIntegrityError, match="Python pickle") as e:
         registry.load_booster(path)
     assert "never pickles" in str(e.value)

@@ -13,10 +13,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.pg_server import PostgresServer, free_port, postgres_server
+from tests.serving.conftest import LiveServer, ServerPool
 from tests.serving.conftest import admin_headers as admin_headers
 from tests.serving.conftest import copy_pipeline_registry as copy_pipeline_registry
 from tests.serving.conftest import make_tx as make_tx
@@ -28,6 +30,18 @@ from tests.serving.redis_server import REDIS_SERVER
 
 #: Seconds a backend server may take to start on a busy 2-core machine.
 START_TIMEOUT = 60.0
+
+
+#: Seconds a server may take to become ready: ~5 s on an idle machine, but other suites run
+#: beside these ones (the serving tests' 60 s was seen too short at a load average of 15).
+READY_TIMEOUT = 240.0
+
+
+def start_server(pool: ServerPool, tracking_uri: str, **kw: Any) -> LiveServer:
+    """`pool.start(...)`, waiting up to READY_TIMEOUT for /ready."""
+    server = pool.start(tracking_uri, wait=False, **kw)
+    server.wait_ready(timeout=READY_TIMEOUT)
+    return server
 
 
 @pytest.fixture(scope="module")

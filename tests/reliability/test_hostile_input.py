@@ -33,21 +33,10 @@ import pandas as pd
 import pytest
 
 from fraud.predictions import FEEDBACK_TABLE, PREDICTIONS_TABLE
+from tests.reliability.conftest import start_server
 from tests.serving.conftest import LiveServer, ServerPool, TransactionFactory, copy_registry
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
-
-
-#: Seconds a server may take to become ready: ~5 s on an idle machine, but other suites run
-#: beside these ones (the serving tests' 60 s was seen too short at a load average of 15).
-READY_TIMEOUT = 240.0
-
-
-def start_server(pool: ServerPool, tracking_uri: str, **kw: Any) -> LiveServer:
-    """`pool.start(...)`, waiting up to READY_TIMEOUT for /ready."""
-    server = pool.start(tracking_uri, wait=False, **kw)
-    server.wait_ready(timeout=READY_TIMEOUT)
-    return server
 
 
 MAX_BODY = 1_000_000  # ServingSettings.max_body_bytes' default

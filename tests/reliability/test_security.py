@@ -31,6 +31,8 @@ from pydantic import SecretStr
 
 from fraud import registry
 from serving import deps
+from tests.fraud.test_registry_reader import WritesAMarkerWhenUnpickled
+from tests.reliability.conftest import READY_TIMEOUT, start_server
 from tests.serving.conftest import (
     LiveServer,
     ServerPool,
@@ -40,18 +42,6 @@ from tests.serving.conftest import (
 )
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
-
-
-#: Seconds a server may take to become ready: ~5 s on an idle machine, but other suites run
-#: beside these ones (the serving tests' 60 s was seen too short at a load average of 15).
-READY_TIMEOUT = 240.0
-
-
-def start_server(pool: ServerPool, tracking_uri: str, **kw: Any) -> LiveServer:
-    """`pool.start(...)`, waiting up to READY_TIMEOUT for /ready."""
-    server = pool.start(tracking_uri, wait=False, **kw)
-    server.wait_ready(timeout=READY_TIMEOUT)
-    return server
 
 
 MODEL = registry.DEFAULT_MODEL_NAME
@@ -235,20 +225,6 @@ def other_booster() -> xgb.Booster:
     rng = np.random.default_rng(1)
     x = rng.random((100, 3))
     return xgb.train({"nthread": 1}, xgb.DMatrix(x, label=x[:, 0] > 0.5), num_boost_round=2)
-
-
-class WritesAMarkerWhenUnpickled:
-    """Unpickling this object creates `path`: proof that something unpickled it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (_touch, (str(self.path), "unpickled"))
-
-
-def _touch(path: str, text: str) -> None:
-    Path(path).write_text(text)
 
 
 def champion_with_own_model_dir(
