@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraud.schema import TransactionRecord
+from serving.json_io import is_json_media_type
 from serving.runtime import Runtime
 from serving.scoring import score_transactions
 
@@ -64,9 +65,9 @@ class FastPredict:
     """The hot path: `POST /predict` without a query string, answered here, below the metrics
     and above FastAPI's routing, exception and dependency layers (about a third of a request's
     CPU). It does what the `/predict` route does, with the same functions; anything but the
-    happy path (invalid body, oversized or chunked body) goes down to the route unchanged,
-    with the body replayed, so that errors are FastAPI's own; an HTTPException (409, 503) is
-    answered as FastAPI's handler would."""
+    happy path (invalid body, oversized or chunked body, a Content-Type that is not JSON) goes
+    down to the route unchanged, with the body replayed, so that errors are FastAPI's own; an
+    HTTPException (409, 503) is answered as FastAPI's handler would."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime, route: BaseRoute) -> None:
         self.app = app
@@ -83,8 +84,10 @@ class FastPredict:
         ):
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if not length.isdigit() or int(length) > self.limit:
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if not length.isdigit() or int(length) > self.limit or not is_json_media_type(content_type):
             await self.app(scope, receive, send)
             return
         chunks = []

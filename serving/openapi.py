@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from fraud.schema import TransactionRecord
-from serving.schemas import BatchRequest
+from serving.schemas import BatchRequest, Feedback
 
 #: Where the Swagger UI and ReDoc assets are served.
 DOCS_ASSETS_URL = "/static/docs"
@@ -29,16 +29,29 @@ _DOCS_CONTENT_SECURITY_POLICY = (
 )
 
 #: The bodies that endpoints parse themselves (serving.json_io), so FastAPI does not see them.
-_SELF_PARSED_BODIES: tuple[type[BaseModel], ...] = (TransactionRecord, BatchRequest)
+_SELF_PARSED_BODIES: tuple[type[BaseModel], ...] = (TransactionRecord, BatchRequest, Feedback)
 
-#: FastAPI documents the 422 of the bodies it validates; these endpoints validate their own.
-VALIDATION_ERROR_RESPONSE: dict[int | str, dict[str, Any]] = {
+#: FastAPI documents the 422 of the bodies it validates; these endpoints validate their own,
+#: and refuse a body not sent as JSON (serving.json_io).
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    415: {
+        "description": "The body was not sent with Content-Type: application/json",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}},
+                    "required": ["detail"],
+                }
+            }
+        },
+    },
     422: {
         "description": "Validation Error",
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
         },
-    }
+    },
 }
 
 

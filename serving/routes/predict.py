@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fraud.schema import TransactionRecord
 from serving.deps import RuntimeDep
 from serving.json_io import json_response, parse_json_body
-from serving.openapi import VALIDATION_ERROR_RESPONSE, json_request_body
+from serving.openapi import BODY_ERROR_RESPONSES, json_request_body
 from serving.runtime import gc_paused
 from serving.schemas import BatchRequest, BatchResponse, Prediction
 from serving.scoring import score_transactions
@@ -27,7 +27,7 @@ router = APIRouter()
     response_model_exclude_none=True,
     # The body is parsed in the endpoint (below); its schema is registered by serving.openapi.
     openapi_extra=json_request_body(TransactionRecord),
-    responses=VALIDATION_ERROR_RESPONSE,
+    responses=BODY_ERROR_RESPONSES,
 )
 async def predict(
     request: Request, rt: RuntimeDep, explain: Annotated[bool, Query()] = False
@@ -43,7 +43,7 @@ async def predict(
     response_model=BatchResponse,
     response_model_exclude_none=True,
     openapi_extra=json_request_body(BatchRequest),
-    responses=VALIDATION_ERROR_RESPONSE,
+    responses=BODY_ERROR_RESPONSES,
 )
 async def predict_batch(
     request: Request, rt: RuntimeDep, explain: Annotated[bool, Query()] = False
