@@ -55,6 +55,15 @@ def main() -> None:
         settings = ServingSettings(**given)
     except ValidationError as e:
         parser.error(_describe(e))
+    if settings.feature_store != "memory":
+        # Unreachable at start-up: exit with the reason in one line, for the supervisor (the
+        # pod's restart policy) to start again; a Redis lost while serving gives 503s instead.
+        from serving.feature_store import check_reachable
+
+        try:
+            check_reachable(settings.feature_store)
+        except RuntimeError as e:
+            parser.exit(3, f"{parser.prog}: {e}\n")
     # The workers build their own settings from the environment: the same as these.
     for name in _FLAGS:
         os.environ[f"FRAUD_{name.upper()}"] = str(getattr(settings, name))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 
 class BackendUnavailableError(RuntimeError):
-    """A backend the request needs did not answer; `backend` names it for the 503's reason."""
+    """A backend the request needs did not answer. The 503 a client gets says `the {backend}
+    {state}`; the reason (`str(e)`, with the backend's address) goes to the log and /ready."""
 
-    def __init__(self, backend: str, reason: str) -> None:
+    def __init__(self, backend: str, reason: str, state: str = "is unavailable") -> None:
         self.backend = backend
+        self.state = state
         super().__init__(reason)
 
 

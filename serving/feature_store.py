@@ -14,6 +14,12 @@ Keys (`{prefix}` is `FRAUD_REDIS_PREFIX`, default `fraud`):
 * `{prefix}:l:{transaction}`: a label that arrived before its transaction;
 * `{prefix}:seeded`: set once the history published with the model has been loaded.
 
+Every script first checks `{prefix}:seeded` and refuses (`FRAUD_UNSEEDED`) without it: a Redis
+that restarted without its data would otherwise give features computed from nothing, silently.
+The store then answers BackendUnavailableError ("has lost its state") and seeds Redis again
+from the model's history in the background (the first worker to see it; the others wait), as
+a restart of the API would: the transactions recorded since the model's history are lost.
+
 One Lua script per transaction, one round trip: it refuses a repeated id, drops the records
 older than the lookback from the front, returns the customer's and terminal's records and the
 terminal's fraud times, and appends the new transaction; all atomically, so concurrent workers
@@ -25,6 +31,7 @@ keys of several entities).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,10 +59,12 @@ from serving.degradation import BackendUnavailableError
 
 log = logging.getLogger("serving.feature_store")
 
-# The records of `key` after dropping those at or before `cutoff` from the front (rewriting the
-# key when some were), always keeping the last one: it carries the time of the previous
-# transaction.
+# The scripts' common head: refuse an unseeded Redis (the seeded key is every script's last
+# key); then `fresh`, the records of `key` after dropping those at or before `cutoff` from the
+# front (rewriting the key when some were), always keeping the last one: it carries the time
+# of the previous transaction.
 _FRESH = """
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('FRAUD_UNSEEDED') end
 local function fresh(key, cutoff, size)
   local v = redis.call('GET', key)
   if not v then return '' end
@@ -70,7 +79,8 @@ local function fresh(key, cutoff, size)
 end
 """
 
-# KEYS: customer, terminal, terminal frauds, transaction, early label
+# KEYS: customer, terminal, terminal frauds, transaction, early label, seeded (every script's
+# last key: _FRESH refuses without it)
 # ARGV: customer record, terminal record, "terminal seconds", ttl, customer cutoff,
 #       terminal cutoff, transaction id, seconds
 _RECORD = (
@@ -97,7 +107,7 @@ return {c, t, f}
 )
 
 # A batch in one script. KEYS: the batch's distinct customers, distinct terminals, their fraud
-# hashes (same order), then each transaction's key and early-label key.
+# hashes (same order), then each transaction's key and early-label key, then the seeded key.
 # ARGV: #customers, #terminals, #transactions, ttl, customer cutoff, terminal cutoff, then per
 # transaction: customer index, terminal index, customer record, terminal record,
 # "terminal seconds", transaction id, seconds.
@@ -139,8 +149,9 @@ return {1, cust, term, frauds, labels}
 """
 )
 
-# KEYS: transaction, early label; ARGV: label (0/1), ttl, frauds key prefix, transaction id
+# KEYS: transaction, early label, seeded; ARGV: label (0/1), ttl, frauds key prefix, transaction id
 _LABEL = """
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('FRAUD_UNSEEDED') end
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
@@ -169,10 +180,7 @@ class RedisFeatureStore:
         self.url = url
         self.prefix = prefix
         self.r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        try:
-            self.r.ping()
-        except redis.RedisError as e:
-            raise RuntimeError(f"feature store: cannot reach Redis at {_safe(url)}: {e}") from e
+        _ping(self.r, url)
         self._record = self.r.register_script(_RECORD)
         self._label = self.r.register_script(_LABEL)
         self._batch = self.r.register_script(_BATCH)
@@ -183,6 +191,9 @@ class RedisFeatureStore:
         self._ttl = max(cfg.lookback_days, 1) * DAY_SECONDS
         self._cust_keep = cfg.customer_keep_days * DAY_SECONDS
         self._term_keep = cfg.terminal_keep_days * DAY_SECONDS
+        self._seeded_key = f"{prefix}:seeded"
+        self._history: pd.DataFrame | None = None  # what `seed` loaded: to seed again
+        self._reseeding = threading.Lock()
 
     def _keys(self, tx: Transaction) -> list[str]:
         p = self.prefix
@@ -192,12 +203,14 @@ class RedisFeatureStore:
             f"{p}:f:{int(tx.terminal_id)}",
             f"{p}:x:{int(tx.transaction_id)}",
             f"{p}:l:{int(tx.transaction_id)}",
+            self._seeded_key,
         ]
 
     # -- seeding ----------------------------------------------------------------------------
     def seed(self, history: pd.DataFrame) -> None:
         """Load the history once per store: the first worker loads it, the others wait."""
-        done, lock = f"{self.prefix}:seeded", f"{self.prefix}:seeding"
+        self._history = history
+        done, lock = self._seeded_key, f"{self.prefix}:seeding"
         if self.r.exists(done):
             return
         if self.r.set(lock, "1", nx=True, ex=int(self.SEED_WAIT_SECONDS)):
@@ -282,7 +295,10 @@ class RedisFeatureStore:
         return self._single(tx, t, reply)
 
     def _unavailable(self, e: redis.RedisError) -> BackendUnavailableError:
-        """What a failed call to Redis raises: the URL without its password, and why."""
+        """What a failed call to Redis raises: the URL without its password, and why (a
+        script's refusal of an unseeded Redis: it has lost its state, and is seeded again)."""
+        if isinstance(e, redis.ResponseError) and "FRAUD_UNSEEDED" in str(e):
+            return self._lost_state()
         return BackendUnavailableError(
             "feature store",
             f"the feature store (Redis at {_safe(self.url)}) is unavailable: "
@@ -294,16 +310,40 @@ class RedisFeatureStore:
         that restarted without persistence comes back empty: features from it would be
         silently wrong, so the service says it is not ready)."""
         try:
-            seeded = await self.ar.exists(f"{self.prefix}:seeded")
+            seeded = await self.ar.exists(self._seeded_key)
         except redis.RedisError as e:
             raise self._unavailable(e) from e
         if not seeded:
-            raise BackendUnavailableError(
-                "feature store",
-                f"the feature store (Redis at {_safe(self.url)}) has lost its state (no "
-                f"{self.prefix}:seeded key): restart the API to seed it again, and run Redis "
-                "with persistence (appendonly yes)",
-            )
+            raise self._lost_state()
+
+    def _lost_state(self) -> BackendUnavailableError:
+        """Redis came back without the seeded state: start seeding it again (once, in the
+        background) and say so."""
+        self._reseed_in_background()
+        return BackendUnavailableError(
+            "feature store",
+            f"the feature store (Redis at {_safe(self.url)}) has lost its state (no "
+            f"{self._seeded_key} key: it restarted without its data); it is being seeded "
+            "again from the model's history, so retry shortly. Transactions recorded since "
+            "then are lost: run Redis with persistence (appendonly yes)",
+            state="has lost its state and is being seeded again",
+        )
+
+    def _reseed_in_background(self) -> None:
+        if self._history is None or not self._reseeding.acquire(blocking=False):
+            return  # never seeded by this process, or seeding already
+        history = self._history
+
+        def reseed() -> None:
+            try:
+                log.error("feature store: Redis has lost its state; seeding it again")
+                self.seed(history)
+            except Exception as e:  # the next request or /ready starts another attempt
+                log.error("feature store: seeding again failed: %s: %s", type(e).__name__, e)
+            finally:
+                self._reseeding.release()
+
+        threading.Thread(target=reseed, name="feature-store-reseed", daemon=True).start()
 
     def _single(self, tx: Transaction, t: int, reply: Any) -> dict[str, float]:
         if reply is None:
@@ -355,6 +395,7 @@ class RedisFeatureStore:
             + [f"{p}:f:{t}" for t in terminals]
             + [f"{p}:x:{i}" for i in ids]
             + [f"{p}:l:{i}" for i in ids]
+            + [self._seeded_key]
         )
         args: list[Any] = [
             len(customers),
@@ -398,7 +439,7 @@ class RedisFeatureStore:
         p = self.prefix
         try:
             known = self._label(
-                keys=[f"{p}:x:{tid}", f"{p}:l:{tid}"],
+                keys=[f"{p}:x:{tid}", f"{p}:l:{tid}", self._seeded_key],
                 args=[1 if is_fraud else 0, self._ttl, f"{p}:f:", tid],
             )
         except redis.RedisError as e:
@@ -410,6 +451,23 @@ class RedisFeatureStore:
 
     def close(self) -> None:
         self.r.close()
+
+
+def check_reachable(url: str) -> None:
+    """RuntimeError naming Redis at `url` (without its password) and why, unless it answers:
+    `python -m serving` checks before it starts, to exit with that one line."""
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        _ping(client, url)
+    finally:
+        client.close()
+
+
+def _ping(client: redis.Redis, url: str) -> None:
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        raise RuntimeError(f"feature store: cannot reach Redis at {_safe(url)}: {e}") from e
 
 
 def _safe(url: str) -> str:

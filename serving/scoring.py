@@ -67,7 +67,7 @@ async def score_transactions(
         log.error("%s", e)
         raise HTTPException(
             503,
-            detail=f"the {e.backend} is unavailable, so the transaction was not scored: "
+            detail=f"the {e.backend} {e.state}, so the transaction was not scored: "
             "retry later with the same TRANSACTION_ID",
         ) from e
     names = model.features

@@ -94,8 +94,10 @@ def history_records(history: pd.DataFrame) -> HistoryRecords:
 
 def _grouped_blobs(keys: np.ndarray, records: np.ndarray) -> dict[int, bytes]:
     """Each key's records as one blob, in their order."""
+    if not len(keys):  # an empty history (a model published with none)
+        return {}
     order = np.argsort(keys, kind="stable")  # keeps time order within an entity
     k, r = keys[order], records[order]
-    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.empty(0, int)
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
     ends = np.r_[starts[1:], len(k)]
     return {int(k[a]): r[a:b].tobytes() for a, b in zip(starts, ends, strict=True)}

@@ -9,8 +9,11 @@ transactions not yet fsynced by a checkpoint).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -161,7 +164,9 @@ class SQLitePredictionLog:
                 [(1, now, PROBE_BYTES)],
             )
         except sqlite3.Error as e:
-            raise PredictionLogError(f"prediction log {self.path}: cannot write: {e}") from e
+            raise PredictionLogError(
+                f"prediction log {self.path}: cannot write: {e}{_file_system_state(self.path)}"
+            ) from e
 
     def _wake_checkpointer(self) -> None:
         """Signal the checkpoint thread, starting it on the first write (and again in a forked
@@ -249,3 +254,27 @@ def window_query(*, labels_known_by: bool, model_version: bool) -> str:
         WHERE p.tx_datetime >= :start AND p.tx_datetime < :end {version}
         ORDER BY p.tx_datetime, p.rowid
     """
+
+
+def _file_system_state(path: Path) -> str:
+    """What SQLite's message does not say ("disk I/O error", "unable to open database file"):
+    whether the log's file system is read-only or (nearly) full; empty when neither. Asked by
+    creating a file: a file system that the kernel turned read-only after a disk error still
+    shows `rw` to statvfs (ext4's emergency_ro) but refuses writes with EROFS."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-check-", dir=path.parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        if e.errno == errno.EROFS:
+            return f" (the file system of {path.parent} is read-only)"
+        if e.errno != errno.ENOSPC:
+            return f" ({path.parent}: {e.strerror})"
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if free < 2 * PROBE_BYTES:
+        return f" (the file system of {path.parent} is full: {free:,} bytes free)"
+    return ""

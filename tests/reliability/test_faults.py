@@ -10,9 +10,11 @@ fault is injected from its progress callback while the clients keep sending.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+import redis
 
 from fraud.features import OnlineFeatureState, Transaction
 from fraud.predictions import PREDICTIONS_TABLE
@@ -333,6 +336,82 @@ def test_redis_stopped_under_load_answers_503_with_the_reason_and_recovers_when_
     assert_every_2xx_logged_once(out, logged_ids_sqlite(api.prediction_log))
 
 
+def test_redis_restarted_empty_refuses_to_score_from_nothing_and_seeds_itself_again(
+    persistent_redis: PersistentRedis,
+    servers: ServerPool,
+    registry_copy: str,
+    make_tx: Callable[..., dict[str, Any]],
+) -> None:
+    """Redis restarts without its data under load (its append-only file gone): requests answer
+    503 saying the feature state was lost (never a score computed from an empty state, never a
+    500), /ready says so too, and the API seeds Redis again from the model's history by itself:
+    /ready turns true and the same process scores again, without a restart."""
+    prefix = "redis-empty"
+    api = start_api(
+        servers,
+        registry_copy,
+        env={"FRAUD_FEATURE_STORE": persistent_redis.url, "FRAUD_REDIS_PREFIX": prefix},
+    )
+    transactions = [make_tx() for _ in range(TRANSACTIONS)]
+    seen: dict[str, httpx.Response] = {}
+
+    def restart_empty() -> None:
+        persistent_redis.stop()
+        for path in persistent_redis.workdir.iterdir():
+            if path.name != "redis.log":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        persistent_redis.start()
+
+    def during() -> None:
+        with api.client() as c:
+            seen["predict"] = c.post("/predict", json=make_tx())
+            seen["ready"] = c.get("/ready")
+
+    def recover() -> None:
+        wait_for(lambda: ready(api.url).status_code == 200, RECOVERY_TIMEOUT, "/ready 200")
+
+    outage = Outage(restart_empty, during, recover)
+    out = outage.drive(api.url, transactions)
+    outage.check(out)
+    assert_no_500(out, api.output())
+    assert out.statuses[503] >= OUTAGE_503S
+
+    assert seen["predict"].status_code == 503, seen["predict"].text
+    assert "has lost its state" in seen["predict"].json()["detail"], seen["predict"].text
+    assert seen["ready"].status_code == 503
+    assert "has lost its state" in seen["ready"].json()["reason"], seen["ready"].text
+    # Seeded again with the whole history the model was published with, once.
+    history = load_from_cache(api.cache_dir).history
+    client = redis.Redis.from_url(persistent_redis.url)
+    try:
+        assert int(client.get(f"{prefix}:seeded") or -1) == len(history)
+    finally:
+        client.close()
+    assert api.output().count("Redis has lost its state; seeding it again") >= 1
+    assert_every_2xx_logged_once(out, logged_ids_sqlite(api.prediction_log))
+
+
+def test_redis_unreachable_at_start_up_exits_with_one_line_naming_it_without_the_password(
+    tmp_path: Path,
+) -> None:
+    """`python -m serving` with Redis down exits 3 with one line naming Redis (its password
+    masked) for the supervisor to start it again: no traceback, no model download first."""
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "--port", str(free_port())],
+        env=clean_env({"FRAUD_FEATURE_STORE": f"redis://:hunter2@127.0.0.1:{port}/0"}),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output
+    assert f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0" in done.stderr, output
+    assert "hunter2" not in output and "Traceback" not in output, output
+    assert len(done.stderr.strip().splitlines()) == 1, output
+
+
 # --- PostgreSQL (the prediction log) -----------------------------------------------------------
 
 
@@ -491,15 +570,22 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(disk: Path, leave_bytes: int) -> Path:
-    """A ballast file that leaves about `leave_bytes` free on `disk`."""
+    """A ballast file that leaves about `leave_bytes` free on `disk`, or none: the API writes
+    its log while the ballast grows, so the disk may fill before the ballast reaches its size,
+    and a full disk is what the caller wants (unbuffered, so closing has nothing to flush)."""
     ballast = disk / "ballast"
     st = os.statvfs(disk)
     size = max(0, st.f_bavail * st.f_frsize - leave_bytes)
-    with ballast.open("wb") as f:
+    with ballast.open("wb", buffering=0) as f:
         chunk = b"\0" * (1 << 20)
         while size > 0:
-            n = f.write(chunk[: min(size, len(chunk))])
-            size -= n
+            try:
+                n = f.write(chunk[: min(size, len(chunk))])
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                break
+            size -= n or 0
     return ballast
 
 
@@ -554,3 +640,105 @@ def test_full_log_disk_answers_503_is_not_ready_and_recovers_when_space_returns(
     api.stop()
     with closing(sqlite3.connect(log_path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# --- the log's disk turned read-only (ext4 on a loop device, remounted by a disk error) -------
+
+
+@pytest.fixture
+def ext4_disk(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A 32 MiB ext4 file system on a loop device mounted with `errors=remount-ro` (root only),
+    and its sysfs `trigger_fs_error`: writing to it makes the kernel remount the file system
+    read-only as on a real disk error, under files open for writing (which a plain
+    `mount -o remount,ro` refuses with EBUSY). Unmounted at the end."""
+    image, mount_point = tmp_path / "ext4.img", tmp_path / "rodisk"
+    mount_point.mkdir()
+    with image.open("wb") as f:
+        f.truncate(32 << 20)
+    for cmd in (
+        ["mkfs.ext4", "-q", "-F", str(image)],
+        ["mount", "-o", "loop,errors=remount-ro", str(image), str(mount_point)],
+    ):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+        except FileNotFoundError as e:
+            pytest.skip(f"{cmd[0]} is not installed (Debian package e2fsprogs): {e}")
+        if done.returncode != 0:
+            pytest.skip(f"cannot {cmd[0]} here (needs root and a loop device): {done.stderr}")
+    try:
+        device = next(
+            line.split()[0]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1] == str(mount_point)
+        )
+        trigger = Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error"
+        if not trigger.exists():
+            pytest.skip(f"this kernel has no {trigger}")
+        yield mount_point, trigger
+    finally:
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_log_disk_turned_read_only_answers_503_is_not_ready_and_acknowledges_nothing_unwritten(
+    ext4_disk: tuple[Path, Path],
+    servers: ServerPool,
+    registry_copy: str,
+    make_tx: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """The SQLite log's file system turns read-only under load (the kernel's answer to a disk
+    error): requests answer 503 naming the log (never 500, never a 200 without its row), and
+    /ready is 503 saying the file system is read-only. No recovery in place: the disk needs
+    an operator (or the pod a new volume); what was acknowledged is all in the file."""
+    disk, trigger = ext4_disk
+    log_path = disk / "predictions.sqlite"
+    api = start_api(servers, registry_copy, env={"FRAUD_PREDICTION_LOG": str(log_path)})
+    transactions = Stream([make_tx() for _ in range(TRANSACTIONS)])
+    seen: dict[str, httpx.Response] = {}
+    phase = {"errors_before": -1}
+    failure: list[BaseException] = []
+
+    def progress(p: Drive) -> None:
+        errors = sum(n for s, n in p.statuses.items() if s != 200)
+        try:
+            if phase["errors_before"] < 0:
+                if len(p.acknowledged) >= FAULT_AFTER:
+                    phase["errors_before"] = errors
+                    trigger.write_text("reliability test: the log's disk fails")
+            elif errors - phase["errors_before"] >= OUTAGE_503S and not seen:
+                with api.client() as c:
+                    seen["predict"] = c.post("/predict", json=make_tx())
+                    seen["ready"] = c.get("/ready")
+                transactions.stop()
+        except BaseException as e:  # reported below, not lost in the drive
+            failure.append(e)
+            transactions.stop()
+
+    out = drive(api.url, transactions, pause_after_error=0.05, progress=progress)
+    if failure:
+        raise failure[0]
+    assert seen, f"the read-only disk was never met: {out.statuses}"
+    options = next(
+        line.split()[3]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if str(disk) in line
+    ).split(",")
+    # Older kernels flip the mount to `ro`; newer ones keep `rw` and add `emergency_ro`.
+    assert {"ro", "emergency_ro"} & set(options), f"not remounted read-only: {options}"
+    assert_no_500(out, api.output())
+    assert out.statuses[503] >= OUTAGE_503S
+
+    r = seen["predict"]
+    assert r.status_code == 503, r.text
+    assert "prediction log is unavailable" in r.json()["detail"]
+    assert seen["ready"].status_code == 503
+    reason = seen["ready"].json()["reason"]
+    assert "prediction log cannot be written" in reason and "is read-only" in reason, reason
+    # What the file holds (read from a copy: the read-only disk cannot take SQLite's locks):
+    # every acknowledged prediction, and nothing that was not acknowledged.
+    copy = tmp_path / "log-copy"
+    copy.mkdir()
+    for f in disk.glob("predictions.sqlite*"):
+        shutil.copy2(f, copy / f.name)
+    assert_every_2xx_logged_once(out, logged_ids_sqlite(copy / log_path.name))

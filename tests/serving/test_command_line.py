@@ -14,6 +14,7 @@ import uvicorn
 from pydantic import ValidationError
 
 import serving.__main__ as command
+from serving import feature_store
 from serving.settings import ServingSettings
 
 
@@ -36,6 +37,9 @@ def uvicorn_run(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             monkeypatch.delenv(name)
     called: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: called.update(app=app, **kw))
+    # Nor is Redis asked whether it answers (tests/reliability/test_faults.py runs that check
+    # for real, with Redis down).
+    monkeypatch.setattr(feature_store, "check_reachable", lambda url: called.update(redis=url))
     # main() exports what it resolved, for the workers: setenv then delenv makes monkeypatch
     # put each of these back as it was before the test, set or not.
     for name in ("FRAUD_HOST", "FRAUD_PORT", "FRAUD_WORKERS", "FRAUD_LOG_LEVEL"):
@@ -65,6 +69,7 @@ def test_environment_sets_host_port_workers_and_log_level(uvicorn_run, monkeypat
     command.main()
     assert (uvicorn_run["host"], uvicorn_run["port"]) == ("0.0.0.0", 9100)
     assert (uvicorn_run["workers"], uvicorn_run["log_level"]) == (3, "info")
+    assert uvicorn_run["redis"] == "redis://127.0.0.1:6379/0"  # checked before starting
 
 
 def test_flags_override_the_environment_and_the_workers_see_the_result(uvicorn_run, monkeypatch):
