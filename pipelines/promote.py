@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from fraud import registry
+from pipelines.register import TAG_INTERRUPTED
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -81,11 +82,19 @@ def promote(
     """Make `version` the `@champion`; the champion it replaces becomes `@previous`.
 
     Raises PromotionError when the model or version does not exist, the version is already the
-    champion, or the reason is empty.
+    champion, its registration was interrupted (tagged `registration.interrupted`: never
+    gated, maybe incomplete), or the reason is empty.
     """
     reason = _checked_reason(reason)
     client = _client()
     version = _existing_version(client, model_name, str(version))
+    interrupted = client.get_model_version(model_name, version).tags.get(TAG_INTERRUPTED)
+    if interrupted is not None:
+        raise PromotionError(
+            f"version {version} of model {model_name!r} is tagged {TAG_INTERRUPTED} "
+            f"({interrupted}): it was never judged by the gate; register the model again "
+            "(dvc repro) and promote that version"
+        )
     current = _alias_version(client, model_name, registry.ALIAS_CHAMPION)
     if current == version:
         raise PromotionError(

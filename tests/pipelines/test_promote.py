@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from fraud import registry
 from pipelines import promote as p
 from pipelines.cli import app
+from pipelines.register import TAG_INTERRUPTED
 from tests.serving.conftest import copy_registry, mlflow_tracking_uri
 
 # A real MLflow store (its tables take about 10 s to create): the integration tier.
@@ -115,6 +116,20 @@ def test_promoting_a_version_that_does_not_exist_names_it_and_the_ones_that_do(
     assert f"no version '{version}'" in str(e.value)
     assert "its versions: 1, 2, 3" in str(e.value)
     assert aliases() == {"champion": "1", "challenger": "2"}
+
+
+def test_promoting_a_version_whose_registration_was_interrupted_refuses_naming_why(
+    registry_uri: str,
+) -> None:
+    from mlflow import MlflowClient
+
+    why = "the registration (vm:1) was killed before the alias 'challenger' was set"
+    MlflowClient().set_model_version_tag(MODEL, "3", TAG_INTERRUPTED, why)
+    with pytest.raises(p.PromotionError) as e:
+        p.promote(MODEL, "3", reason="looks fine", by="a")
+    assert f"version 3 of model '{MODEL}' is tagged {TAG_INTERRUPTED} ({why})" in str(e.value)
+    assert aliases() == {"champion": "1", "challenger": "2"}
+    assert not any(t.startswith("promotion.") for t in tags("3"))  # nothing recorded on it
 
 
 def test_rollback_without_previous_refuses_and_leaves_the_champion(registry_uri: str) -> None:
