@@ -6,7 +6,8 @@ In order: `dvc repro` on a fresh tiny pipeline registers @champion (run, version
 PostgreSQL, every artifact an object in the bucket, nothing in a local store); a weaker variant
 is judged by the gate against that champion, read back from S3, and stays @challenger; the API
 loads the champion from the server (the prediction log on PostgreSQL too) and, with the server
-stopped, from its cache; last, the direct-to-S3 deployment (the clients hold the S3 keys, the
+stopped, from its cache; with the server's PostgreSQL stopped under load, it keeps serving and
+a reload fails cleanly, then is retried; last, the direct-to-S3 deployment (the clients hold the S3 keys, the
 server never sees an artifact) registers and serves the same way.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,9 @@ from tests.backends.servers import (
 )
 from tests.conftest import PipelineRepo, make_pipeline_repo
 from tests.pg_server import PostgresServer
-from tests.serving.conftest import LiveServer, ServerPool, TransactionFactory
+from tests.reliability.test_faults import FAULT_AFTER, logged_ids_sqlite
+from tests.serving.conftest import ADMIN_TOKEN, LiveServer, ServerPool, TransactionFactory
+from tests.serving.test_log_durability import Drive, drive
 
 pytestmark = [pytest.mark.backends, pytest.mark.e2e, pytest.mark.slow]
 
@@ -228,6 +232,92 @@ def test_the_api_serves_the_champion_from_the_tracking_server_and_then_from_its_
         assert after["model_version"] == before["model_version"]
     finally:
         mlflow_backend.start()
+
+
+def test_the_registry_database_stopped_under_load_keeps_serving_and_a_reload_is_retried(
+    challenger_run: dict[str, Any],
+    mlflow_backend: MlflowServer,
+    pg_server: PostgresServer,
+    api_servers: ServerPool,
+    make_tx: TransactionFactory,
+) -> None:
+    """PostgreSQL under `mlflow server` stops while the API is under load (the server itself
+    stays up and answers errors): /predict keeps answering 200 with the loaded version and
+    /ready stays true; /admin/reload answers 503 naming the registry within the client's
+    timeout and keeps the model; with the database back (the alias moved meanwhile), a retried
+    reload loads the new champion. Every acknowledged prediction is logged once."""
+    api = api_servers.start(mlflow_backend.url)
+    assert api.wait_ready()["model_version"] == "1"
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    seen: dict[str, Any] = {}
+    failure: list[BaseException] = []
+
+    def outage(progress: Drive) -> None:
+        if seen or failure or len(progress.acknowledged) < FAULT_AFTER:
+            return
+        try:
+            pg_server.stop()
+            try:
+                with api.client(timeout=60) as c:
+                    started = time.monotonic()
+                    seen["reload_down"] = c.post("/admin/reload", headers=headers)
+                    seen["reload_down_s"] = time.monotonic() - started
+                    seen["ready_down"] = c.get("/ready")
+                    seen["predict_down"] = c.post("/predict", json=make_tx())
+                # The server is up all along: it answers, with errors.
+                seen["server_health"] = httpx.get(mlflow_backend.url + "/health", timeout=10)
+            finally:
+                pg_server.start()
+            client = MlflowClient(tracking_uri=mlflow_backend.url)
+            v1 = client.get_model_version(MODEL, "1")
+            # Over REST, a `models:/m-...` source needs the logged model's id beside it.
+            moved = client.create_model_version(
+                MODEL,
+                source=str(v1.source),
+                run_id=v1.run_id,
+                tags=dict(v1.tags or {}),
+                model_id=str(v1.source).removeprefix("models:/"),
+            )
+            client.set_registered_model_alias(MODEL, registry.ALIAS_CHAMPION, moved.version)
+            seen["new_version"] = str(moved.version)
+            # What an operator (or the alias poll) does: retry until the registry answers.
+            with api.client(timeout=60) as c:
+                deadline = time.monotonic() + 120
+                while (r := c.post("/admin/reload", headers=headers)).status_code != 200:
+                    assert r.status_code == 503 and time.monotonic() < deadline, r.text
+                    time.sleep(1)
+                seen["reload_back"] = r
+        except BaseException as e:  # reported below, not lost in the drive
+            failure.append(e)
+
+    transactions = [make_tx() for _ in range(1500)]
+    out = drive(api.url, transactions, progress=outage)
+    if failure:
+        raise failure[0]
+    assert "reload_back" in seen, f"the outage never happened: {out.statuses}"
+    assert out.transport_errors == [] and out.client_errors == [], out
+    assert set(out.statuses) == {200}, out.statuses  # a registry down fails no prediction
+    assert "Traceback" not in api.output(), api.output()[-3000:]
+
+    down = seen["reload_down"]
+    assert down.status_code == 503, down.text
+    detail = down.json()["detail"]
+    assert "registry" in detail and mlflow_backend.url in detail, detail
+    assert "still serving" in detail, detail
+    assert seen["reload_down_s"] < 30, seen["reload_down_s"]
+    assert seen["server_health"].status_code == 200
+    assert seen["ready_down"].status_code == 200, seen["ready_down"].text
+    assert seen["predict_down"].status_code == 200, seen["predict_down"].text
+    assert seen["predict_down"].json()["model_version"] == "1"
+    assert seen["reload_back"].json() == {
+        "previous_version": "1",
+        "version": seen["new_version"],
+        "source": "registry",
+    }
+    logged = logged_ids_sqlite(api.prediction_log)
+    logged.remove(seen["predict_down"].json()["TRANSACTION_ID"])  # sent beside the load
+    assert len(logged) == len(set(logged)), "a prediction logged twice"
+    assert set(logged) == set(out.acknowledged)
 
 
 def test_direct_s3_artifacts_register_and_serve_with_the_keys_on_the_clients_only(
