@@ -96,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dask-workers", type=int, default=2, help="LocalCluster workers (default 2)")
     p.add_argument("--dask-partitions", type=int, default=None, help="compute.partitions")
     p.add_argument(
+        "--dask-memory-limit",
+        help="compute.memory_limit of each LocalCluster worker, e.g. 8GiB (default: params.yaml's)",
+    )
+    p.add_argument(
         "--code",
         choices=["head", "worktree"],
         default="head",
@@ -274,6 +278,8 @@ def dask_params(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         compute["n_workers"] = args.dask_workers
     if args.dask_partitions:
         compute["partitions"] = args.dask_partitions
+    if args.dask_memory_limit:
+        compute["memory_limit"] = args.dask_memory_limit
     return compute
 
 

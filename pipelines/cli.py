@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.errors import IngestError, ParamsError, TrainingError
+from pipelines.errors import ComputeError, IngestError, ParamsError, TrainingError
 from pipelines.layout import Layout
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 F = TypeVar("F", bound=Callable[..., Any])
 # ContractViolationError is a ValueError too: caught below without importing pandas here.
-DOMAIN_ERRORS = (ParamsError, IngestError, TrainingError, FileNotFoundError)
+DOMAIN_ERRORS = (ParamsError, IngestError, TrainingError, ComputeError, FileNotFoundError)
 
 
 def _error(message: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from pipelines.errors import ComputeError
 from pipelines.params import ComputeParams
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ def dask_client(cfg: ComputeParams) -> Iterator[Client]:
     """A client of the configured cluster, closed on exit (with the LocalCluster it started)."""
     import dask
 
+    # distributed's config defaults first: imported inside the set below, distributed would add
+    # them under the keys the set inserted, and leaving the set would delete them all (the next
+    # LocalCluster in this process then failed with KeyError 'require-encryption').
+    import dask.distributed
+
     # Dask's 30 s TCP timeout drops the client of a busy machine (an event loop starved for
     # 10 s and more was seen with 2 cores under load): wait as long as for a connection.
     timeouts = {
@@ -47,7 +53,38 @@ def dask_client(cfg: ComputeParams) -> Iterator[Client]:
         "distributed.comm.timeouts.tcp": f"{CONNECT_TIMEOUT_S}s",
     }
     with dask.config.set(timeouts):
-        yield from _client(cfg)
+        try:
+            yield from _client(cfg)
+        except Exception as e:
+            if not _lost_work(e):
+                raise
+            raise ComputeError(_lost_work_message(cfg, e)) from e
+
+
+def _lost_work(e: BaseException) -> bool:
+    """Whether `e` is Dask saying that work was lost: a task whose workers kept dying
+    (KilledWorker), or a result cancelled because what it needed was gone."""
+    from concurrent.futures import CancelledError
+
+    from dask.distributed import KilledWorker
+
+    return isinstance(e, KilledWorker | CancelledError)
+
+
+def _lost_work_message(cfg: ComputeParams, e: BaseException) -> str:
+    where = (
+        f"the cluster at {scheduler_address()}"
+        if scheduler_address()
+        else f"the LocalCluster ({cfg.n_workers} workers of compute.memory_limit "
+        f"{cfg.memory_limit} each)"
+    )
+    return (
+        f"the Dask cluster lost work it could not recover ({type(e).__name__}: {e}). Most "
+        f"often a worker went past its memory limit and was restarted, losing the data it "
+        f"held (its log says 'exceeded 95% memory budget'): {where} holds the whole features "
+        "stage's data at its peak, about 0.45 GiB per million rows. Raise compute.memory_limit "
+        "or compute.n_workers, or run on a larger cluster (docs/scaling.md)"
+    )
 
 
 def _client(cfg: ComputeParams) -> Iterator[Client]:

@@ -14,3 +14,7 @@ class IngestError(ValueError):
 
 class TrainingError(ValueError):
     """The training window cannot produce a model (no rows, no frauds)."""
+
+
+class ComputeError(ValueError):
+    """The Dask cluster lost work it cannot recover (a worker died, most often of memory)."""
