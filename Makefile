@@ -42,7 +42,7 @@ SHELL_SCRIPTS = .ci/run $(sort $(wildcard deploy/*.sh .github/scripts/*.sh))
 # so that the line numbers in checkov's findings can be looked up.
 LINT_RENDERS := .cache/lint-deploy
 
-.PHONY: help setup system-deps run test test-container test-platform test-backends test-reliability test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift bench-scale clean print-env
+.PHONY: help setup system-deps run test test-platform test-backends test-reliability test-fast lint lint-deploy checkov-setup format score serve flow retrain retrain-serve monitor monitor-flow monitor-replay monitor-serve drift-demo dashboards mlflow-ui plots bench bench-serving bench-budget bench-drift bench-scale clean print-env
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -64,11 +64,8 @@ run: setup ## run the whole pipeline (dvc repro) on the embedded defaults and pr
 	dvc repro
 	fraud summary
 
-test: setup ## run the tests that CI runs but the suites of minutes each below (any that skip are listed at the end)
+test: setup ## run the tests that CI runs, every tier (any that skip are listed at the end); not the platform image's
 	pytest $(PYTEST_ARGS)
-
-test-container: setup ## the container tier: the API image and the platform image built (minutes, once per source state), then run under podman (kube play)
-	pytest -m container $(PYTEST_ARGS)
 
 test-platform: setup ## the platform image's tests: build it (minutes, once per source state), then run MLflow, the API and Prefect from it under podman kube play
 	pytest -m platform $(PYTEST_ARGS)
