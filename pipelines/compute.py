@@ -72,9 +72,10 @@ def _lost_work(e: BaseException) -> bool:
 
 
 def _lost_work_message(cfg: ComputeParams, e: BaseException) -> str:
+    address = scheduler_address()
     where = (
-        f"the cluster at {scheduler_address()}"
-        if scheduler_address()
+        f"the cluster at {address}"
+        if address
         else f"the LocalCluster ({cfg.n_workers} workers of compute.memory_limit "
         f"{cfg.memory_limit} each)"
     )

@@ -59,12 +59,15 @@ from serving.degradation import BackendUnavailableError
 
 log = logging.getLogger("serving.feature_store")
 
-# The scripts' common head: refuse an unseeded Redis (the seeded key is every script's last
-# key); then `fresh`, the records of `key` after dropping those at or before `cutoff` from the
-# front (rewriting the key when some were), always keeping the last one: it carries the time
-# of the previous transaction.
-_FRESH = """
+# Every script's first line: refuse an unseeded Redis (the seeded key is every script's last key).
+_REFUSE_UNSEEDED = """
 if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('FRAUD_UNSEEDED') end
+"""
+
+# The records of `key` after dropping those at or before `cutoff` from the front (rewriting the
+# key when some were), always keeping the last one: it carries the time of the previous
+# transaction.
+_FRESH = """
 local function fresh(key, cutoff, size)
   local v = redis.call('GET', key)
   if not v then return '' end
@@ -80,11 +83,12 @@ end
 """
 
 # KEYS: customer, terminal, terminal frauds, transaction, early label, seeded (every script's
-# last key: _FRESH refuses without it)
+# last key: _REFUSE_UNSEEDED)
 # ARGV: customer record, terminal record, "terminal seconds", ttl, customer cutoff,
 #       terminal cutoff, transaction id, seconds
 _RECORD = (
-    _FRESH
+    _REFUSE_UNSEEDED
+    + _FRESH
     + """
 if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'EX', ARGV[4]) then return false end
 local c = fresh(KEYS[1], tonumber(ARGV[5]), 24)
@@ -112,7 +116,8 @@ return {c, t, f}
 # transaction: customer index, terminal index, customer record, terminal record,
 # "terminal seconds", transaction id, seconds.
 _BATCH = (
-    _FRESH
+    _REFUSE_UNSEEDED
+    + _FRESH
     + """
 local nc, nt, nx = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ttl = ARGV[4]
@@ -150,8 +155,9 @@ return {1, cust, term, frauds, labels}
 )
 
 # KEYS: transaction, early label, seeded; ARGV: label (0/1), ttl, frauds key prefix, transaction id
-_LABEL = """
-if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('FRAUD_UNSEEDED') end
+_LABEL = (
+    _REFUSE_UNSEEDED
+    + """
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
@@ -167,6 +173,7 @@ else
 end
 return 1
 """
+)
 
 
 class RedisFeatureStore:

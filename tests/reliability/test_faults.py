@@ -589,6 +589,22 @@ def fill(disk: Path, leave_bytes: int) -> Path:
     return ballast
 
 
+def assert_log_outage_answered(
+    out: Drive, api: LiveServer, seen: dict[str, Any], because: str
+) -> None:
+    """The log's disk failed under load: only 200s and 503s, enough of them met the outage, the
+    /predict sent during it is a 503 naming the log, and /ready is 503 saying the log cannot be
+    written `because`."""
+    assert_no_500(out, api.output())
+    assert out.statuses[503] >= OUTAGE_503S
+    r = seen["predict"]
+    assert r.status_code == 503, r.text
+    assert "prediction log is unavailable" in r.json()["detail"]
+    assert seen["ready"].status_code == 503
+    reason = seen["ready"].json()["reason"]
+    assert "prediction log cannot be written" in reason and because in reason, reason
+
+
 def test_full_log_disk_answers_503_is_not_ready_and_recovers_when_space_returns(
     small_disk: Path,
     servers: ServerPool,
@@ -625,15 +641,7 @@ def test_full_log_disk_answers_503_is_not_ready_and_recovers_when_space_returns(
         for b in ballast:
             b.unlink(missing_ok=True)
     outage.check(out)
-    assert_no_500(out, api.output())
-    assert out.statuses[503] >= OUTAGE_503S
-
-    r = seen["predict"]
-    assert r.status_code == 503, r.text
-    assert "prediction log is unavailable" in r.json()["detail"]
-    assert seen["ready"].status_code == 503
-    reason = seen["ready"].json()["reason"]
-    assert "prediction log cannot be written" in reason and "full" in reason, reason
+    assert_log_outage_answered(out, api, seen, because="full")
     assert seen["ready_back"].json()["ready"] is True
     # A failed commit is rolled back: the log holds exactly the acknowledged predictions.
     assert_every_2xx_logged_once(out, logged_ids_sqlite(log_path))
@@ -726,15 +734,7 @@ def test_log_disk_turned_read_only_answers_503_is_not_ready_and_acknowledges_not
     ).split(",")
     # Older kernels flip the mount to `ro`; newer ones keep `rw` and add `emergency_ro`.
     assert {"ro", "emergency_ro"} & set(options), f"not remounted read-only: {options}"
-    assert_no_500(out, api.output())
-    assert out.statuses[503] >= OUTAGE_503S
-
-    r = seen["predict"]
-    assert r.status_code == 503, r.text
-    assert "prediction log is unavailable" in r.json()["detail"]
-    assert seen["ready"].status_code == 503
-    reason = seen["ready"].json()["reason"]
-    assert "prediction log cannot be written" in reason and "is read-only" in reason, reason
+    assert_log_outage_answered(out, api, seen, because="is read-only")
     # What the file holds (read from a copy: the read-only disk cannot take SQLite's locks):
     # every acknowledged prediction, and nothing that was not acknowledged.
     copy = tmp_path / "log-copy"
